@@ -1,0 +1,78 @@
+"""Declare a node's parameters from `ParamSpec` tables, with descriptors, ranges and validation."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from isaac_perf.core.params import ParamSpec
+
+
+def descriptor_for(spec: ParamSpec) -> ParameterDescriptor:
+    text = spec.description
+    if spec.choices:
+        text += f' One of: {", ".join(spec.choices)}.'
+    desc = ParameterDescriptor(description=text, read_only=spec.read_only)
+    is_number = isinstance(spec.default, (int, float)) and not isinstance(spec.default, bool)
+    if is_number and (spec.min is not None or spec.max is not None):
+        if isinstance(spec.default, int):
+            desc.integer_range = [IntegerRange(
+                from_value=int(spec.min if spec.min is not None else -2**31),
+                to_value=int(spec.max if spec.max is not None else 2**31 - 1),
+                step=int(spec.step or 0))]
+        else:
+            desc.floating_point_range = [FloatingPointRange(
+                from_value=float(spec.min if spec.min is not None else -1e300),
+                to_value=float(spec.max if spec.max is not None else 1e300),
+                step=float(spec.step or 0.0))]
+    return desc
+
+
+def declare_params(node: Node, specs: Iterable[ParamSpec],
+                   on_change: Callable[[dict[str, Any]], None] | None = None,
+                   extra_check: Callable[[dict[str, Any]], list[str]] | None = None) -> dict[str, Any]:
+    """Declare every spec on `node` and return the current values by name.
+
+    Values set later are validated per spec (and by `extra_check` for cross-field rules) in the on-set
+    callback, which has no side effects; accepted changes reach `on_change` in the post-set callback.
+    """
+    specs = list(specs)
+    by_name = {s.name: s for s in specs}
+    for spec in specs:
+        default = spec.default
+        if isinstance(default, (list, tuple)) and len(default) == 0:
+            # An empty list has no type of its own: declare it as a string array.
+            node.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, descriptor_for(spec))
+        else:
+            node.declare_parameter(spec.name, list(default) if isinstance(default, tuple) else default,
+                                   descriptor_for(spec))
+
+    def on_set(params: list[Parameter]) -> SetParametersResult:
+        changes = {p.name: p.value for p in params if p.name in by_name}
+        errors = [m for s in specs if s.name in changes for m in [s.validate(changes[s.name])] if m]
+        if not errors and extra_check is not None:
+            errors = extra_check(changes)
+        if errors:
+            return SetParametersResult(successful=False, reason='; '.join(errors))
+        return SetParametersResult(successful=True)
+
+    node.add_on_set_parameters_callback(on_set)
+    if on_change is not None:
+        def post_set(params: list[Parameter]) -> None:
+            changes = {p.name: p.value for p in params if p.name in by_name}
+            if changes:
+                on_change(changes)
+        node.add_post_set_parameters_callback(post_set)
+    values = {s.name: node.get_parameter(s.name).value for s in specs}
+    errors = [m for s in specs for m in [s.validate(values[s.name])] if m]
+    if errors:
+        raise ValueError('invalid start-up parameters: ' + '; '.join(errors))
+    return values
