@@ -1,0 +1,1 @@
+"""Command implementations behind `isaac-perf` (one module per sub-command)."""
