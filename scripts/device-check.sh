@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Run on the GPU machine (through the device tool), from the repository root, with `.whl` carried:
+#   bash scripts/device-check.sh [quick|full] [STEP ...]
+# Installs the ROS 2 wheels beside the machine's torch, then runs the GPU tests and the benchmarks.
+# Everything lands in $OUT (or ./results when OUT is unset): logs, JSON, PNG, and one tarball.
+set -uo pipefail
+mode=${1:-full}; shift || true
+steps=${*:-"env gputests inference gpu_sampler monitor batching pipeline tuning exercise1 profiler"}
+out=${OUT:-results}; mkdir -p "$out/r"
+export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD ROS_DOMAIN_ID=$(( (RANDOM % 100) + 100 ))
+export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ISAAC_PERF_CACHE=/tmp/isaac_perf_cache
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { echo "wheel install failed"; exit 1; }
+fi
+quick=(); [ "$mode" = quick ] && quick=(--quick)
+summary="$out/summary.txt"; : > "$summary"
+step() {  # step NAME CMD...: run one step, keep its log, note its exit status
+  local name=$1; shift
+  echo "=== $name: $*" | tee -a "$summary"
+  local t0=$SECONDS
+  "$@" > "$out/r/$name.log" 2>&1; local rc=$?
+  tail -n 25 "$out/r/$name.log"
+  echo "=== $name exited $rc after $((SECONDS - t0)) s" | tee -a "$summary"
+}
+for s in $steps; do
+  case $s in
+    env) step env bash -c 'nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv;
+         python3 -c "import torch, rclpy, sys; print(sys.version); print(torch.__version__, torch.cuda.get_device_name())"' ;;
+    gputests) step gputests python3 -m pytest -q -m gpu -p no:cacheprovider test ;;
+    inference) step inference python3 benchmarks/inference.py "${quick[@]}" --out "$out/r/inference.json" ;;
+    gpu_sampler) step gpu_sampler python3 benchmarks/gpu_sampler.py --out "$out/r/gpu_sampler.json" ;;
+    monitor) step monitor python3 benchmarks/monitor_overhead.py "${quick[@]}" --out "$out/r/monitor_overhead.json" ;;
+    batching) step batching python3 benchmarks/batching.py "${quick[@]}" --out "$out/r/batching.json" ;;
+    pipeline) step pipeline python3 benchmarks/pipeline.py "${quick[@]}" --out "$out/r/pipeline.json" ;;
+    tuning) step tuning python3 benchmarks/tuning.py "${quick[@]}" --out "$out/r/tuning.json" ;;
+    exercise1) step exercise1 python3 benchmarks/exercise1.py "${quick[@]}" --out "$out/r/exercise1.json" ;;
+    profiler) step profiler python3 benchmarks/profiler_overhead.py --out "$out/r/profiler_overhead.json" ;;
+    *) echo "unknown step $s" | tee -a "$summary" ;;
+  esac
+done
+tar -C "$out" -czf "$out/results.tar.gz" r && rm -rf "$out/r"
+cat "$summary"
