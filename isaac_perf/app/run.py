@@ -1,0 +1,546 @@
+"""`isaac-perf run`: the perception pipeline in one process, with a live summary and a final report.
+
+image_source -> inference_node -> results, with perf_monitor watching, composed on one
+MultiThreadedExecutor from the same params file the launch file uses (config/pipeline.yaml), so a pip
+install without `ros2 launch` runs exactly what a colcon install launches. The engine is loaded (and
+warmed up) before the cameras start, so the numbers describe the steady state, not model start-up.
+
+Only argparse/stdlib are imported at module level: `isaac-perf --help` must not pay for rclpy or numpy.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+NODE_NAMES = ('image_source', 'inference_node', 'perf_monitor')
+BACKENDS = ('auto', 'onnxruntime', 'torch', 'tensorrt')
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--duration', type=float, default=10.0,
+                        help='seconds to run after the engine is ready (0 = until Ctrl-C; default 10)')
+    parser.add_argument('--backend', choices=BACKENDS, help='inference backend (default: from the config)')
+    parser.add_argument('--model', help="'resnet50', 'detector', or the path of an ONNX file")
+    parser.add_argument('--cameras', type=int, help='number of cameras (topics /camera_{i}/image_raw)')
+    parser.add_argument('--rate', type=float, help='frames per second per camera')
+    parser.add_argument('--width', type=int, help='camera image width')
+    parser.add_argument('--height', type=int, help='camera image height')
+    parser.add_argument('--config', help='params file (default: config/pipeline.yaml of the package)')
+    parser.add_argument('--json', metavar='PATH', help='also write the final report as JSON to PATH')
+    parser.add_argument('--no-monitor', action='store_true', help='run without perf_monitor')
+    parser.add_argument('--quiet', action='store_true', help='no live summary, only the final report')
+    parser.add_argument('--load-timeout', type=float, default=300.0,
+                        help='seconds allowed for generating/loading the model (default 300)')
+
+
+# ---------------------------------------------------------------------------------------------- params
+
+def load_params_file(path: str | Path) -> dict[str, dict[str, Any]]:
+    """node name -> parameters, from a ROS 2 params file ('/**' sections apply to every node)."""
+    import yaml
+    text = Path(path).read_text()
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f'{path}: a params file maps node names to {{ros__parameters: {{...}}}}')
+    shared: dict[str, Any] = {}
+    per_node: dict[str, dict[str, Any]] = {}
+    for key, section in data.items():
+        params = (section or {}).get('ros__parameters', {}) if isinstance(section, dict) else {}
+        name = str(key).strip('/')
+        if name in ('**', '*'):
+            shared.update(params)
+        else:
+            per_node.setdefault(name.rsplit('/', 1)[-1], {}).update(params)
+    return {name: {**shared, **per_node.get(name, {})} for name in set(per_node) | set(NODE_NAMES)}
+
+
+def coerce(values: Mapping[str, Any], specs: Iterable[Any]) -> dict[str, Any]:
+    """Fit YAML/CLI values to the declared types: 30 -> 30.0 for a float parameter (rclpy is strict)."""
+    by_name = {s.name: s for s in specs}
+    out = {}
+    for name, value in values.items():
+        spec = by_name.get(name)
+        default = getattr(spec, 'default', None)
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        elif isinstance(default, (list, tuple)) and default and isinstance(default[0], float) \
+                and isinstance(value, list):
+            value = [float(v) for v in value]
+        out[name] = value
+    return out
+
+
+def to_overrides(values: Mapping[str, Any]) -> list[Any]:
+    from rclpy.parameter import Parameter
+    # An empty list has no ROS type: leave such parameters at their declared defaults.
+    return [Parameter(name, value=value) for name, value in values.items()
+            if not (isinstance(value, list) and not value)]
+
+
+def camera_topics_of(source_params: Mapping[str, Any]) -> list[str]:
+    from isaac_perf.nodes.image_source import PARAMS, camera_topics
+    values = {s.name: s.default for s in PARAMS}
+    values.update(source_params)
+    return camera_topics(values)
+
+
+def pipeline_params(config: str | Path, backend: str | None = None, model: str | None = None,
+                    cameras: int | None = None, rate: float | None = None, width: int | None = None,
+                    height: int | None = None) -> dict[str, dict[str, Any]]:
+    """Each node's parameters: the params file, the command-line overrides, and the wiring between them.
+
+    The inference node always reads the image source's topics, and the monitor watches those cameras
+    and the result topics, whatever the file says, so the three cannot drift apart.
+    """
+    from isaac_perf.nodes import image_source, inference
+    params = load_params_file(config)
+    source = params['image_source']
+    infer = params['inference_node']
+    monitor = params['perf_monitor']
+    if cameras is not None:
+        source['camera_count'] = cameras
+        source['camera_topics'] = ['']
+    if rate is not None:
+        source['rate_hz'] = rate
+    if width is not None:
+        source['width'] = width
+    if height is not None:
+        source['height'] = height
+    if backend is not None:
+        infer['backend'] = backend
+    if model is not None:
+        if model in ('resnet50', 'detector'):
+            infer['model'] = model
+        else:
+            infer['model'] = ''
+            infer['model_file_path'] = str(Path(model).expanduser())
+        infer['task'] = 'auto'
+    topics = camera_topics_of(source)
+    infer['input_topics'] = topics
+    infer_values = {s.name: s.default for s in inference.PARAMS}
+    infer_values.update(infer)
+    results = inference.output_topics(infer_values)
+    watched = list(monitor.get('watched_topics') or [])
+    for topic in topics + results:
+        if topic not in watched:
+            watched.append(topic)
+    monitor['watched_topics'] = watched
+    rate_hz = float(source.get('rate_hz', 30.0))
+    monitor['expected_rates_hz'] = [rate_hz if t in topics else 0.0 for t in watched]
+    params['image_source'] = coerce(source, image_source.PARAMS)
+    params['inference_node'] = coerce(infer, inference.PARAMS)
+    try:
+        from isaac_perf.nodes import perf_monitor
+        params['perf_monitor'] = coerce(monitor, perf_monitor.PARAMS)
+    except ImportError:
+        params['perf_monitor'] = monitor
+    return params
+
+
+# ------------------------------------------------------------------------------------------- statistics
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default), NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+class Collector:
+    """Subscribes to what the report needs: stage times, results and /performance_metrics.
+
+    Per-frame end-to-end latency is the arrival of the frame's stage report minus the frame's stamp;
+    callbacks only append to bounded deques, statistics are computed on demand.
+    """
+
+    def __init__(self, node: Any, stage_topic: str, result_topics: list[str], capacity: int = 200_000):
+        from std_msgs.msg import Float32MultiArray, Float64MultiArray
+
+        from isaac_perf.ros.qos import qos_from_name
+        self.node = node
+        self._lock = threading.Lock()
+        self.latency_ms: deque[float] = deque(maxlen=capacity)
+        self.arrivals_ns: deque[int] = deque(maxlen=capacity)
+        self.stages: dict[str, deque[float]] = {}
+        self.results = 0
+        self.detections = 0
+        self.metrics: dict[str, Any] = {}
+        self._capacity = capacity
+        qos = qos_from_name('DEFAULT', 100)
+        self._subs = [node.create_subscription(Float64MultiArray, stage_topic, self._on_stage, qos)]
+        self._subs += [node.create_subscription(Float32MultiArray, t, self._on_result, qos)
+                       for t in result_topics]
+        self._subs.append(node.create_subscription(Float32MultiArray, '/performance_metrics',
+                                                   self._on_metrics, 10))
+
+    def _on_stage(self, msg: Any) -> None:
+        from isaac_perf.core import stage_times
+        now_ns = time.time_ns()
+        try:
+            report = stage_times.decode([d.label for d in msg.layout.dim], list(msg.data))
+        except ValueError:
+            return
+        with self._lock:
+            self.arrivals_ns.append(now_ns)
+            if report.stamp_ns:
+                self.latency_ms.append((now_ns - report.stamp_ns) / 1e6)
+            for name, value in report.stages_ms.items():
+                self.stages.setdefault(name, deque(maxlen=self._capacity)).append(value)
+
+    def _on_result(self, msg: Any) -> None:
+        with self._lock:
+            self.results += 1
+            if msg.layout.dim:
+                self.detections += int(msg.layout.dim[0].size)
+
+    def _on_metrics(self, msg: Any) -> None:
+        from isaac_perf.core import metrics
+        try:
+            parsed = metrics.parse([d.label for d in msg.layout.dim], list(msg.data))
+        except ValueError:
+            return
+        with self._lock:
+            self.metrics = parsed
+
+    def reset(self) -> None:
+        with self._lock:
+            self.latency_ms.clear()
+            self.arrivals_ns.clear()
+            self.stages.clear()
+            self.results = 0
+            self.detections = 0
+
+    def fps(self, window_s: float | None = None, now_ns: int | None = None) -> float:
+        with self._lock:
+            arrivals = list(self.arrivals_ns)
+        if window_s is not None:
+            now_ns = now_ns or time.time_ns()
+            arrivals = [a for a in arrivals if a > now_ns - window_s * 1e9]
+        if len(arrivals) < 2 or arrivals[-1] <= arrivals[0]:
+            return math.nan
+        return (len(arrivals) - 1) * 1e9 / (arrivals[-1] - arrivals[0])
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            latency = list(self.latency_ms)
+            stages = {k: list(v) for k, v in self.stages.items()}
+            results, detections = self.results, self.detections
+        return {
+            'latency_ms': {'p50': percentile(latency, 50), 'p90': percentile(latency, 90),
+                           'p99': percentile(latency, 99), 'max': max(latency, default=math.nan),
+                           'min': min(latency, default=math.nan),
+                           'mean': sum(latency) / len(latency) if latency else math.nan},
+            'stages_ms': {k: {'mean': sum(v) / len(v) if v else math.nan, 'p50': percentile(v, 50),
+                              'p99': percentile(v, 99)} for k, v in stages.items()},
+            'results_received': results, 'detections': detections, 'frames_timed': len(latency),
+        }
+
+
+# ------------------------------------------------------------------------------------------- the run
+
+def run_pipeline(params: dict[str, dict[str, Any]], duration_s: float, context: Any = None,
+                 monitor: bool = True, load_timeout_s: float = 300.0,
+                 on_tick: Callable[[dict[str, Any]], None] | None = None,
+                 stop: threading.Event | None = None) -> dict[str, Any]:
+    """Compose the nodes, run for `duration_s` after the engine is ready, and return the report dict.
+
+    `on_tick` gets a live summary about once a second; `stop` ends the run early (Ctrl-C).
+    """
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.node import Node
+
+    from isaac_perf.nodes.image_source import ImageSource
+    from isaac_perf.nodes.inference import InferenceNode
+
+    stop = stop or threading.Event()  # set by the caller to end the run early
+    spinning = threading.Event()  # cleared to stop the executor thread
+    spinning.set()
+    own_context = context is None
+    if own_context:
+        context = rclpy.Context()
+        rclpy.init(context=context, args=[])
+    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    nodes: list[Any] = []
+    spin_thread = None
+    report: dict[str, Any] = {}
+    try:
+        inference = InferenceNode(context=context,
+                                  parameter_overrides=to_overrides(params['inference_node']))
+        nodes.append(inference)
+        collector_node = Node('isaac_perf_run', context=context, start_parameter_services=False)
+        nodes.append(collector_node)
+        stage_topic = inference.resolve_topic_name('~/stage_times')
+        collector = Collector(collector_node, stage_topic, inference.output_topics)
+        for node in nodes:
+            executor.add_node(node)
+        spin_thread = threading.Thread(target=_spin, args=(executor, spinning), daemon=True)
+        spin_thread.start()
+        _wait(lambda: inference.engine_ready.is_set() or bool(inference.engine_error), load_timeout_s, stop)
+        if not inference.engine_ready.is_set():
+            if stop.is_set():
+                return {}
+            reason = inference.engine_error or f'not ready after {load_timeout_s:g} s'
+            raise RuntimeError(f'the inference engine did not load: {reason}')
+        monitor_node = None
+        if monitor:
+            try:
+                from isaac_perf.nodes.perf_monitor import PerfMonitor
+            except ImportError as exc:
+                print(f'perf_monitor is not available ({exc}): running without it', file=sys.stderr)
+            else:
+                monitor_node = PerfMonitor(context=context,
+                                           parameter_overrides=to_overrides(params['perf_monitor']))
+                nodes.append(monitor_node)
+                executor.add_node(monitor_node)
+        source = ImageSource(context=context, parameter_overrides=to_overrides(params['image_source']))
+        nodes.append(source)
+        start_counts = _counts(source, inference)
+        collector.reset()
+        started = time.monotonic()
+        executor.add_node(source)
+        next_tick = started + 1.0
+        try:
+            while not stop.is_set() and (duration_s <= 0 or time.monotonic() - started < duration_s):
+                time.sleep(min(0.05, max(0.0, next_tick - time.monotonic())))
+                if time.monotonic() >= next_tick:
+                    next_tick += 1.0
+                    if on_tick is not None:
+                        on_tick(_live(collector, source, inference, started))
+        except KeyboardInterrupt:
+            pass  # Ctrl-C ends the run early; the report still comes
+        elapsed = time.monotonic() - started
+        executor.remove_node(source)  # stop the cameras, let frames in flight finish
+        _wait(lambda: not inference._pending(), 2.0, None)
+        time.sleep(0.3)
+        report = _report(collector, source, inference, monitor_node, start_counts, elapsed, params)
+    finally:
+        spinning.clear()
+        if spin_thread is not None:
+            spin_thread.join(timeout=10)
+        executor.shutdown(timeout_sec=5)
+        for node in reversed(nodes):
+            node.destroy_node()
+        if own_context:
+            context.try_shutdown()
+    return report
+
+
+def _spin(executor: Any, spinning: threading.Event) -> None:
+    while spinning.is_set():
+        try:
+            executor.spin_once(timeout_sec=0.05)
+        except Exception as exc:  # noqa: BLE001 - a failing callback must not end the run silently
+            if not spinning.is_set():
+                return
+            print(f'executor: {type(exc).__name__}: {exc}', file=sys.stderr)
+
+
+def _wait(predicate: Callable[[], bool], timeout_s: float, stop: threading.Event | None) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not (stop is not None and stop.is_set()):
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def _counts(source: Any, inference: Any) -> dict[str, int]:
+    return {'published': source.frames_published, 'received': inference.frames_received,
+            'processed': inference.frames_processed, 'dropped': inference.drops.total,
+            **{f'dropped_{k}': v for k, v in inference.drops.by_reason.items()}}
+
+
+def _metric(collector: Collector, name: str) -> float:
+    return float(collector.metrics.get('global', {}).get(name, math.nan)) if collector.metrics else math.nan
+
+
+def _live(collector: Collector, source: Any, inference: Any, started: float) -> dict[str, Any]:
+    snap = collector.snapshot()
+    return {
+        't_s': time.monotonic() - started, 'fps': collector.fps(window_s=3.0),
+        'latency_p50_ms': snap['latency_ms']['p50'], 'latency_p99_ms': snap['latency_ms']['p99'],
+        'published': source.frames_published, 'processed': inference.frames_processed,
+        'dropped': inference.drops.total,
+        'monitor_fps': _metric(collector, 'pipeline_fps'),
+        'monitor_p50_ms': _metric(collector, 'pipeline_latency_ms_p50'),
+        'monitor_p99_ms': _metric(collector, 'pipeline_latency_ms_p99'),
+        'cpu_percent': _metric(collector, 'cpu_percent'),
+    }
+
+
+def _report(collector: Collector, source: Any, inference: Any, monitor: Any, start: dict[str, int],
+            elapsed: float, params: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    end = _counts(source, inference)
+    delta = {k: end[k] - start[k] for k in end}
+    snap = collector.snapshot()
+    engine = inference._engine
+    runner = inference._runner
+    sp = params['image_source']
+    report = {
+        'duration_s': round(elapsed, 3),
+        'cameras': len(source._cameras), 'rate_hz': sp.get('rate_hz'),
+        'width': sp.get('width'), 'height': sp.get('height'),
+        'backend': getattr(engine, 'backend', ''), 'device': str(getattr(engine, 'device', '')),
+        'model': params['inference_node'].get('model') or params['inference_node'].get('model_file_path'),
+        'task': getattr(runner, 'task', ''),
+        'frames_published': delta['published'], 'frames_received': delta['received'],
+        'frames_processed': delta['processed'], 'results_received': snap['results_received'],
+        'fps': collector.fps(), 'input_fps': delta['published'] / elapsed if elapsed > 0 else math.nan,
+        'latency_ms': snap['latency_ms'], 'stages_ms': snap['stages_ms'],
+        'drops': {'total': delta['dropped'] + max(0, delta['published'] - delta['received']),
+                  'transport': max(0, delta['published'] - delta['received']),
+                  **{k[len('dropped_'):]: v for k, v in delta.items() if k.startswith('dropped_')}},
+        'source_missed_ticks': source.missed_ticks,
+        'monitor': {k: _metric(collector, k) for k in ('pipeline_fps', 'pipeline_latency_ms_p50',
+                                                       'pipeline_latency_ms_p99', 'cpu_percent',
+                                                       'gpu_util_percent_max')} if monitor else {},
+    }
+    return report
+
+
+# ------------------------------------------------------------------------------------------- output
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if isinstance(value, float):
+        return 'n/a' if math.isnan(value) else f'{value:.{digits}f}'
+    return str(value)
+
+
+def live_line(live: dict[str, Any]) -> str:
+    return (f"t={live['t_s']:4.0f}s  fps {_fmt(live['fps'])}  latency p50 {_fmt(live['latency_p50_ms'])} "
+            f"p99 {_fmt(live['latency_p99_ms'])} ms  frames {live['published']} in / "
+            f"{live['processed']} out  "
+            f"dropped {live['dropped']}  monitor: fps {_fmt(live['monitor_fps'])} "
+            f"p99 {_fmt(live['monitor_p99_ms'])} ms cpu {_fmt(live['cpu_percent'], 0)}%")
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The final report as plain text (what `make run` prints)."""
+    lat = report['latency_ms']
+    lines = [
+        f"isaac-perf run: {report['cameras']} camera(s) {report['width']}x{report['height']} at "
+        f"{_fmt(report['rate_hz'])} Hz -> {report['model']} ({report['task']}) on {report['backend']} "
+        f"({report['device']}), {report['duration_s']:.1f} s",
+        f"  frames      {report['frames_published']} published, {report['frames_received']} received, "
+        f"{report['frames_processed']} inferred, {report['results_received']} results received",
+        f"  throughput  {_fmt(report['fps'])} results/s (input {_fmt(report['input_fps'])} frames/s)",
+        f"  latency     p50 {_fmt(lat['p50'])} ms, p90 {_fmt(lat['p90'])} ms, p99 {_fmt(lat['p99'])} ms, "
+        f"max {_fmt(lat['max'])} ms (camera stamp -> result)",
+    ]
+    stages = report['stages_ms']
+    if stages:
+        lines.append('  stages      ' + ', '.join(
+            f"{name} {_fmt(s['mean'], 2)}" for name, s in stages.items()) + ' ms (mean per frame)')
+    drops = report['drops']
+    lines.append(f"  drops       {drops['total']} total: " + ', '.join(
+        f'{k} {v}' for k, v in drops.items() if k != 'total'))
+    mon = report.get('monitor') or {}
+    if mon:
+        lines.append(f"  monitor     pipeline fps {_fmt(mon.get('pipeline_fps', math.nan))}, latency p50 "
+                     f"{_fmt(mon.get('pipeline_latency_ms_p50', math.nan))} / p99 "
+                     f"{_fmt(mon.get('pipeline_latency_ms_p99', math.nan))} ms, "
+                     f"host cpu {_fmt(mon.get('cpu_percent', math.nan), 0)}%")
+    return '\n'.join(lines)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+class _LiveView:
+    """rich's Live table on a terminal, one plain line per second otherwise."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self._live = None
+        if not quiet and sys.stdout.isatty():
+            try:
+                from rich.live import Live
+                self._live = Live(refresh_per_second=2, transient=True)
+                self._live.start()
+            except ImportError:
+                self._live = None
+
+    def update(self, live: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        if self._live is None:
+            print(live_line(live), flush=True)
+            return
+        from rich.table import Table
+        table = Table(title=f"isaac-perf run  t={live['t_s']:.0f}s")
+        for column in ('fps', 'latency p50 ms', 'latency p99 ms', 'frames in', 'frames out', 'dropped',
+                       'monitor fps', 'monitor p99 ms', 'cpu %'):
+            table.add_column(column, justify='right')
+        table.add_row(_fmt(live['fps']), _fmt(live['latency_p50_ms']), _fmt(live['latency_p99_ms']),
+                      str(live['published']), str(live['processed']), str(live['dropped']),
+                      _fmt(live['monitor_fps']), _fmt(live['monitor_p99_ms']), _fmt(live['cpu_percent'], 0))
+        self._live.update(table)
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+
+
+def main(args: argparse.Namespace) -> int:
+    from isaac_perf.core.paths import config_file
+    config = Path(args.config) if args.config else config_file('pipeline.yaml')
+    if not config.is_file():
+        print(f'isaac-perf run: params file {config} not found: pass --config', file=sys.stderr)
+        return 2
+    for name in ('cameras', 'width', 'height'):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            print(f'isaac-perf run: --{name} must be at least 1', file=sys.stderr)
+            return 2
+    if args.rate is not None and args.rate <= 0:
+        print('isaac-perf run: --rate must be > 0', file=sys.stderr)
+        return 2
+    try:
+        params = pipeline_params(config, args.backend, args.model, args.cameras, args.rate, args.width,
+                                 args.height)
+    except (OSError, ValueError) as exc:
+        print(f'isaac-perf run: cannot read {config}: {exc}', file=sys.stderr)
+        return 2
+    view = _LiveView(args.quiet)
+    stop = threading.Event()
+    try:
+        report = run_pipeline(params, args.duration, monitor=not args.no_monitor,
+                              load_timeout_s=args.load_timeout, on_tick=view.update, stop=stop)
+    except KeyboardInterrupt:
+        stop.set()
+        view.close()
+        print('isaac-perf run: interrupted', file=sys.stderr)
+        return 130
+    except (RuntimeError, ValueError) as exc:
+        view.close()
+        print(f'isaac-perf run: {exc}', file=sys.stderr)
+        return 1
+    view.close()
+    print(format_report(report), flush=True)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(_json_safe(report), indent=2) + '\n')
+    if report['results_received'] == 0:
+        print('isaac-perf run: no results came back: see the log lines above for why', file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,272 @@
+"""`image_source`: publishes sensor_msgs/Image for one or more cameras at a fixed rate, stamped now.
+
+Frames come from `isaac_perf.core.frames` (a moving synthetic pattern, or an image folder, a video or an
+MCAP rosbag played back from memory), so publishing costs one copy into the message plus serialization.
+All cameras are published on one timer tick with one shared stamp, like a synchronised camera rig, which
+is what a batching consumer wants.
+
+The timer is rcl's: each period is scheduled from the previous *scheduled* time, not from when the
+callback ran, so the rate does not drift; ticks that come too late are skipped by rcl and counted here as
+`missed_ticks` (the node publishes fewer frames rather than bursts).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+
+from isaac_perf.core.frames import SOURCE_ENCODINGS, SOURCE_KINDS, FrameSource, FrameSourceError, open_source
+from isaac_perf.core.params import ParamSpec
+from isaac_perf.ros.conversions import fill_image
+from isaac_perf.ros.params import declare_params
+from isaac_perf.ros.qos import qos_from_name
+
+NODE_NAME = 'image_source'
+RELIABILITY = ('best_effort', 'reliable')
+
+
+def _topic_pattern_ok(value: str) -> str:
+    return '' if value.strip() else 'topic_pattern is empty: give a pattern such as /camera_{i}/image_raw'
+
+
+PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec('camera_count', 1, 'Number of cameras to publish (ignored when camera_topics is set).',
+              min=1, max=64),
+    # [''] rather than []: rclpy cannot give an empty list a type; '' entries are ignored.
+    ParamSpec('camera_topics', [''], 'Explicit Image topics, one per camera; empty = topic_pattern '
+              'with {i} = 0..camera_count-1.'),
+    ParamSpec('topic_pattern', '/camera_{i}/image_raw', 'Topic of camera {i} when camera_topics is empty.',
+              check=_topic_pattern_ok),
+    ParamSpec('rate_hz', 30.0, 'Frames per second per camera.', min=0.1, max=1000.0),
+    ParamSpec('width', 640, 'Published image width in pixels (played-back frames are resized).',
+              min=8, max=8192),
+    ParamSpec('height', 480, 'Published image height in pixels.', min=8, max=8192),
+    ParamSpec('encoding', 'rgb8', 'Pixel encoding of the published images.', choices=SOURCE_ENCODINGS),
+    ParamSpec('source', 'synthetic', 'Where frames come from.', choices=SOURCE_KINDS),
+    ParamSpec('source_path', '', 'Image folder, video file or MCAP file to play (source != synthetic).'),
+    ParamSpec('source_topic', '', 'Image topic to play from the MCAP file; empty = its first Image topic.'),
+    ParamSpec('cache_mb', 512.0, 'Memory budget for decoded playback frames; longer recordings play '
+              'their first frames only.', min=1.0, max=65536.0),
+    ParamSpec('loop', True, 'Loop the frames; false stops after one pass (every frame published once).'),
+    ParamSpec('frame_id', 'camera_{i}_optical_frame', 'header.frame_id of camera {i}.'),
+    ParamSpec('qos_reliability', 'best_effort', 'Publisher reliability (best_effort = sensor data).',
+              choices=RELIABILITY),
+    ParamSpec('qos_depth', 5, 'Publisher history depth (keep last N).', min=1, max=1000),
+    ParamSpec('diagnostics_period_s', 1.0, 'Period of the /diagnostics status of this node.',
+              min=0.1, max=60.0),
+)
+
+# Which parameters rebuild what when changed at run time.
+_SOURCE_KEYS = {'width', 'height', 'encoding', 'source', 'source_path', 'source_topic', 'cache_mb'}
+_PUBLISHER_KEYS = {'camera_count', 'camera_topics', 'topic_pattern', 'qos_reliability', 'qos_depth',
+                   'frame_id'}
+
+
+def camera_topics(values: dict[str, Any]) -> list[str]:
+    """The topics to publish, from camera_topics or topic_pattern x camera_count."""
+    topics = [t for t in values['camera_topics'] if t]
+    if topics:
+        return topics
+    pattern = values['topic_pattern']
+    return [pattern.replace('{i}', str(i)) for i in range(values['camera_count'])]
+
+
+def _cross_check(current: dict[str, Any], changes: dict[str, Any]) -> list[str]:
+    values = {**current, **changes}
+    errors = []
+    topics = camera_topics(values)
+    if len(set(topics)) != len(topics):
+        errors.append(f'camera topics are not distinct: {topics} (topic_pattern needs {{i}} when '
+                      'camera_count > 1)')
+    if values['source'] != 'synthetic':
+        path = values['source_path']
+        if not path:
+            errors.append(f"source={values['source']} needs source_path")
+        elif not Path(path).expanduser().exists():
+            errors.append(f'source_path {path!r} does not exist')
+    return errors
+
+
+@dataclass
+class _Camera:
+    topic: str
+    frame_id: str
+    publisher: Any
+    message: Image
+    phase: int  # frame offset so cameras sharing one playback source show different frames
+    source: FrameSource
+
+
+class ImageSource(Node):
+    """Publishes stamped frames for `camera_count` cameras at `rate_hz`."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(kwargs.pop('node_name', NODE_NAME), **kwargs)
+        self._values: dict[str, Any] = {}
+        self._values = declare_params(self, PARAMS, on_change=self._on_change,
+                                      extra_check=lambda changes: _cross_check(self._values, changes))
+        self.frames_published = 0
+        self.ticks = 0
+        self.missed_ticks = 0
+        self.source_error = ''
+        self._cameras: list[_Camera] = []
+        self._sources: list[FrameSource] = []
+        self._index = 0
+        self._first_tick_ns = 0
+        self._timer = None
+        self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self._open_sources()
+        self._create_publishers()
+        self._start_timer()
+        self._diag_timer = self.create_timer(self._values['diagnostics_period_s'], self._publish_diagnostics)
+        self.get_logger().info(
+            f'publishing {len(self._cameras)} camera(s) {[c.topic for c in self._cameras]} at '
+            f"{self._values['rate_hz']:g} Hz, {self._values['width']}x{self._values['height']} "
+            f"{self._values['encoding']}, source={self._values['source']}")
+
+    # -- set-up -------------------------------------------------------------------------------------
+
+    def _open_sources(self) -> None:
+        for source in self._sources:
+            source.close()
+        self._sources = []
+        v = self._values
+        count = len(camera_topics(v))
+        log = self.get_logger().warning
+        try:
+            if v['source'] == 'synthetic':
+                # One source per camera, each tinted differently: the canvases are small.
+                self._sources = [open_source('synthetic', v['width'], v['height'], v['encoding'], seed=i)
+                                 for i in range(count)]
+            else:
+                # Playback frames are shared by every camera (decoded once), offset per camera.
+                self._sources = [open_source(v['source'], v['width'], v['height'], v['encoding'],
+                                             path=str(Path(v['source_path']).expanduser()),
+                                             topic=v['source_topic'], cache_mb=v['cache_mb'], log=log)]
+            self.source_error = ''
+        except FrameSourceError as exc:
+            self.source_error = str(exc)
+            self.get_logger().error(f'cannot open frame source: {exc}; publishing nothing until '
+                                    'the source parameters are fixed')
+
+    def _create_publishers(self) -> None:
+        for camera in self._cameras:
+            self.destroy_publisher(camera.publisher)
+        self._cameras = []
+        if not self._sources:
+            return
+        v = self._values
+        qos = qos_from_name(f"SENSOR_DATA,{v['qos_reliability']}", v['qos_depth'])
+        topics = camera_topics(v)
+        shared = len(self._sources) == 1
+        period = len(self._sources[0])
+        for i, topic in enumerate(topics):
+            message = Image()
+            message.header.frame_id = v['frame_id'].replace('{i}', str(i))
+            self._cameras.append(_Camera(
+                topic=topic, frame_id=message.header.frame_id,
+                publisher=self.create_publisher(Image, topic, qos), message=message,
+                phase=(i * period) // len(topics) if shared else 0,
+                source=self._sources[0] if shared else self._sources[i]))
+
+    def _start_timer(self) -> None:
+        if self._timer is not None:
+            self.destroy_timer(self._timer)
+        self._period_ns = int(round(1e9 / self._values['rate_hz']))
+        self._first_tick_ns = 0
+        self._last_period = 0
+        self._timer = self.create_timer(self._period_ns / 1e9, self._on_tick)
+
+    def _on_change(self, changes: dict[str, Any]) -> None:
+        self._values.update(changes)
+        keys = set(changes)
+        if keys & _SOURCE_KEYS or (keys & {'camera_count', 'camera_topics', 'topic_pattern'}
+                                   and self._values['source'] == 'synthetic'):
+            self._open_sources()
+            self._index = 0
+        if keys & (_SOURCE_KEYS | _PUBLISHER_KEYS):
+            self._create_publishers()
+        if 'rate_hz' in keys or 'loop' in keys:
+            self._start_timer()
+        if 'diagnostics_period_s' in keys:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = self.create_timer(changes['diagnostics_period_s'], self._publish_diagnostics)
+        self.get_logger().info(f'parameters changed: {sorted(keys)}')
+
+    # -- publishing ---------------------------------------------------------------------------------
+
+    def _on_tick(self) -> None:
+        now = self.get_clock().now()
+        now_ns = now.nanoseconds
+        if self._first_tick_ns == 0:
+            self._first_tick_ns = now_ns
+            self._last_period = 0
+        else:
+            # rcl skips ticks it could not run in time; count them so an overloaded host shows up.
+            period_no = (now_ns - self._first_tick_ns + self._period_ns // 2) // self._period_ns
+            self.missed_ticks += max(0, period_no - self._last_period - 1)
+            self._last_period = max(period_no, self._last_period + 1)
+        if not self._cameras:
+            return
+        if not self._values['loop'] and self._index >= len(self._cameras[0].source):
+            self.get_logger().info(f'played all {self._index} frames once (loop is false): stopping')
+            self.destroy_timer(self._timer)
+            self._timer = None
+            return
+        stamp = now.to_msg()
+        encoding = self._values['encoding']
+        for camera in self._cameras:
+            fill_image(camera.message, camera.source.frame(self._index + camera.phase), encoding)
+            camera.message.header.stamp = stamp
+            camera.publisher.publish(camera.message)
+        self.frames_published += len(self._cameras)
+        self._index += 1
+        self.ticks += 1
+
+    # -- diagnostics --------------------------------------------------------------------------------
+
+    def _publish_diagnostics(self) -> None:
+        status = DiagnosticStatus(name=f'{self.get_name()}: frames',
+                                  hardware_id=self.get_fully_qualified_name())
+        if self.source_error:
+            status.level = DiagnosticStatus.ERROR
+            status.message = self.source_error
+        else:
+            status.level = DiagnosticStatus.OK
+            status.message = f'publishing {len(self._cameras)} camera(s)'
+        pairs = {
+            'frames_published': self.frames_published, 'ticks': self.ticks, 'missed_ticks': self.missed_ticks,
+            'expected_frequency': self._values['rate_hz'], 'source': self._values['source'],
+            'topics': ','.join(c.topic for c in self._cameras),
+        }
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in pairs.items()]
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diagnostics.publish(array)
+
+    def destroy_node(self) -> None:
+        for source in self._sources:
+            source.close()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = ImageSource()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,543 @@
+"""perf_monitor: GPU, host, topic and stage-time monitoring with threshold alerts.
+
+Publishes /performance_metrics (std_msgs/Float32MultiArray, every field labelled, order in
+isaac_perf/core/metrics.py) and /diagnostics (diagnostic_msgs/DiagnosticArray: host, each GPU, each watched
+topic, each stage-time source; OK/WARN/ERROR/STALE). Watched topics are received raw and never
+deserialized; stage-time reports are read from every topic whose name ends in `stage_times`.
+
+Threads of work: message intake is O(1) per message (polled drains or raw callbacks); GPU/host sampling,
+aggregation and publishing run on timers, each in its own callback group so a slow NVML call never delays
+the drains when spun by a MultiThreadedExecutor.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import socket
+import threading
+import time
+from typing import Any
+
+import psutil
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from std_msgs.msg import Float32MultiArray, Float64MultiArray, MultiArrayDimension
+
+from isaac_perf.core import metrics, stage_times
+from isaac_perf.core.alerts import AlertBook, AlertRule, Direction, Level, Transition
+from isaac_perf.core.gpu import PCIE_MODES, GpuSample, GpuSampler
+from isaac_perf.core.params import ParamSpec
+from isaac_perf.core.stats import StageSnapshot, StageStats, StreamSnapshot, StreamStats
+from isaac_perf.core.system import SystemSample, SystemSampler
+from isaac_perf.ros import diagnostics as diag
+from isaac_perf.ros.params import declare_params
+from isaac_perf.ros.topic_watch import WATCH_MODES, TopicWatch, watch_qos
+
+NAN = float('nan')
+STAGE_TYPE = 'std_msgs/msg/Float64MultiArray'
+DEFAULT_PROCESSES = ['perf_monitor', 'inference_node', 'stream_batcher', 'image_source', 'qos_tuner']
+
+
+def _check_topics(topics: list[str]) -> str:
+    bad = [t for t in topics if not t.startswith('/') or ' ' in t or t.endswith('/')]
+    if bad:
+        return f'watched_topics {bad}: give absolute topic names such as /camera/image_raw'
+    if len(set(topics)) != len(topics):
+        return 'watched_topics lists a topic twice: list each topic once'
+    return ''
+
+
+def _check_rates(rates: list[float]) -> str:
+    if not rates:
+        return 'expected_rates_hz is empty: give [0.0] (unknown for every topic) or one rate per topic'
+    if any(not math.isfinite(r) or r < 0 for r in rates):
+        return f'expected_rates_hz {list(rates)}: rates must be finite and >= 0 (0 = unknown)'
+    return ''
+
+
+def _check_gpus(indices: list[int]) -> str:
+    if list(indices) == [-1]:
+        return ''
+    if not indices or any(i < 0 for i in indices):
+        return f'gpu_indices {list(indices)}: give [-1] for every GPU or a list of indices >= 0'
+    return ''
+
+
+def _thresholds(name: str, unit: str, warn: float, error: float, high: float, what: str) -> list[ParamSpec]:
+    return [
+        ParamSpec(f'{name}_warn', warn, f'WARN when {what} (in {unit}); 0 = off.', min=0.0, max=high),
+        ParamSpec(f'{name}_error', error, f'ERROR when {what} (in {unit}); 0 = off.', min=0.0, max=high),
+    ]
+
+
+PARAMS: list[ParamSpec] = [
+    ParamSpec('sample_period_s', 0.5, 'Seconds between GPU and host samples.', min=0.05, max=60.0),
+    ParamSpec('publish_period_s', 1.0, 'Seconds between /performance_metrics and /diagnostics messages.',
+              min=0.05, max=60.0),
+    ParamSpec('window_s', 5.0, 'Statistics window in seconds: rates, latency percentiles and jitter cover '
+                               'the messages of the last window_s seconds.', min=0.2, max=600.0),
+    ParamSpec('discovery_period_s', 1.0, 'Seconds between graph scans that find the types of watched topics '
+                                         'and new */stage_times topics.', min=0.1, max=60.0),
+    ParamSpec('watched_topics', [],
+              'Topics to watch (any message type): rate, bandwidth, jitter, drops, and latency when the type '
+              'starts with a std_msgs/Header.', check=_check_topics),
+    ParamSpec('expected_rates_hz', [0.0],
+              'Expected rate of each watched topic in Hz (0 = unknown): one value for every topic, or one '
+              'per topic in watched_topics order.', check=_check_rates),
+    ParamSpec('rate_tolerance_percent', 10.0,
+              'A topic with an expected rate is WARN when it runs more than this percent below it, ERROR '
+              'below half of it.', min=0.0, max=90.0),
+    ParamSpec('stale_timeout_s', 3.0, 'A watched topic or stage-time source with no message for this many '
+                                      'seconds is STALE.', min=0.1, max=3600.0),
+    ParamSpec('watch_mode', 'poll', "How watched topics are received: 'poll' drains raw subscriptions on a "
+                                    "timer (cheapest), 'callback' takes one raw callback per message.",
+              choices=WATCH_MODES),
+    ParamSpec('poll_period_s', 0.02, "Seconds between drains of the watched topics in 'poll' mode; "
+                                     'watch_depth must hold one period of messages.', min=0.001, max=1.0),
+    ParamSpec('watch_depth', 200, 'Queue depth (KEEP_LAST) of each watched-topic subscription.', min=1,
+              max=100000),
+    ParamSpec('ring_capacity', 8192,
+              'Messages kept per watched topic for window statistics (bounds memory); raise it above '
+              'rate x window_s for fast topics.', min=16, max=1_000_000),
+    *_thresholds('min_fps', 'Hz', 0.0, 0.0, 1e6, 'a stage-time source, or a watched topic without an '
+                 'expected rate, runs below this rate'),
+    *_thresholds('max_latency_ms', 'ms', 0.0, 0.0, 1e7, 'the p50 latency of a watched topic or a stage-time '
+                 'source is above this'),
+    *_thresholds('max_gpu_util', 'percent', 0.0, 0.0, 100.0, 'GPU utilization is above this'),
+    *_thresholds('max_gpu_memory_fraction', 'fraction of total', 0.9, 0.97, 1.0,
+                 'the used fraction of a GPU memory is above this'),
+    *_thresholds('max_gpu_temperature_c', 'degrees C', 83.0, 90.0, 150.0, 'a GPU is hotter than this'),
+    *_thresholds('max_cpu_percent', 'percent of all cores', 0.0, 0.0, 100.0, 'host CPU use is above this'),
+    ParamSpec('alert_hysteresis_fraction', 0.05, 'Hysteresis as a fraction of each threshold: a level is '
+                                                 'left only once the value is this far back past it.',
+              min=0.0, max=0.5),
+    ParamSpec('alert_min_duration_s', 2.0, 'A new alert level must hold this many seconds before it is taken '
+                                           '(and before it clears).', min=0.0, max=3600.0),
+    ParamSpec('gpu_indices', [-1], 'GPU indices to sample; [-1] samples every GPU.', check=_check_gpus),
+    ParamSpec('pcie_mode', 'auto', "PCIe throughput source: 'counters' (NVML byte counters), 'throughput' "
+                                   "(nvmlDeviceGetPcieThroughput, blocks ~20 ms per direction), 'auto' "
+                                   "(counters, else throughput) or 'off'.", choices=PCIE_MODES),
+    ParamSpec('process_patterns', DEFAULT_PROCESSES,
+              'Processes whose CPU and RSS are reported: substrings of a process name or command line, or '
+              'pid:<number>.'),
+]
+
+WATCH_PARAMS = {'watched_topics', 'expected_rates_hz', 'watch_mode', 'watch_depth', 'ring_capacity'}
+TIMER_PARAMS = {'sample_period_s', 'publish_period_s', 'discovery_period_s', 'poll_period_s'}
+
+
+def cross_check(values: dict[str, Any]) -> list[str]:
+    """Rules between parameters (each parameter alone is checked by its ParamSpec)."""
+    errors = []
+    topics, rates = values['watched_topics'], values['expected_rates_hz']
+    if len(rates) not in (1, len(topics)):
+        errors.append(f'expected_rates_hz has {len(rates)} values for {len(topics)} watched_topics: give one '
+                      'value for all or one per topic')
+    for name, below in (('min_fps', True), ('max_latency_ms', False), ('max_gpu_util', False),
+                        ('max_gpu_memory_fraction', False), ('max_gpu_temperature_c', False),
+                        ('max_cpu_percent', False)):
+        warn, error = values[f'{name}_warn'], values[f'{name}_error']
+        if warn > 0 and error > 0 and (error > warn if below else error < warn):
+            side = 'at or below' if below else 'at or above'
+            errors.append(f'{name}_error={error} must be {side} {name}_warn={warn}')
+    return errors
+
+
+class PerfMonitor(Node):
+    """The monitor node; `**kwargs` go to rclpy's Node (context, parameter_overrides, namespace, ...)."""
+
+    def __init__(self, node_name: str = 'perf_monitor', **kwargs):
+        super().__init__(node_name, **kwargs)
+        self._lock = threading.RLock()
+        self._intake_group = MutuallyExclusiveCallbackGroup()
+        self._sample_group = MutuallyExclusiveCallbackGroup()
+        self._publish_group = MutuallyExclusiveCallbackGroup()
+        self.p = declare_params(self, PARAMS, on_change=self._on_params, extra_check=self._check_changes)
+        errors = cross_check(self.p)
+        if errors:
+            raise ValueError('invalid start-up parameters: ' + '; '.join(errors))
+        self.hostname = socket.gethostname()
+        self._metrics_pub = self.create_publisher(Float32MultiArray, '/performance_metrics', 10)
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.alerts = AlertBook()
+        self._gpu = self._make_gpu_sampler()
+        self._system = SystemSampler(self.p['process_patterns'])
+        self._own = psutil.Process()
+        self._own.cpu_percent(None)
+        self._own_cpu = NAN
+        self._gpu_samples: list[GpuSample] = []
+        self._sys_sample: SystemSample | None = None
+        # Polled watches live on a helper node that no executor spins (see topic_watch).
+        self._watch_node = Node(f'{self.get_name()}_watch', namespace=self.get_namespace(),
+                                context=self.context, start_parameter_services=False, enable_rosout=False)
+        self.watches: dict[str, TopicWatch] = {}
+        self.stages: dict[str, StageStats] = {}
+        self._stage_subs: dict[str, Any] = {}
+        self._stale: dict[str, bool] = {}
+        self._logged_malformed: set[str] = set()
+        self.last_metrics: tuple[list[str], list[float]] | None = None
+        self._build_watches()
+        self._timers: list = []
+        self._make_timers()
+        self._discover()
+        self.get_logger().info(
+            f'perf_monitor watching {len(self.watches)} topic(s) {list(self.watches)}, '
+            f'GPU indices {self.p["gpu_indices"]}, publishing /performance_metrics every '
+            f'{self.p["publish_period_s"]} s')
+
+    # ---- parameters -------------------------------------------------------------------------------
+    def _check_changes(self, changes: dict[str, Any]) -> list[str]:
+        merged = {**self.p, **changes}
+        return cross_check(merged)
+
+    def _on_params(self, changes: dict[str, Any]) -> None:
+        with self._lock:
+            self.p.update(changes)
+            if changes.keys() & WATCH_PARAMS:
+                self._build_watches()
+            if 'window_s' in changes:
+                for stats in [w.stats for w in self.watches.values()] + list(self.stages.values()):
+                    stats.window_s = self.p['window_s']
+            if changes.keys() & {'gpu_indices', 'pcie_mode'}:
+                self._gpu.close()
+                self._gpu = self._make_gpu_sampler()
+            if 'process_patterns' in changes:
+                self._system.set_patterns(self.p['process_patterns'])
+            if changes.keys() & TIMER_PARAMS:
+                self._make_timers()
+        self.get_logger().info(f'parameters changed: {changes}')
+
+    def _make_gpu_sampler(self) -> GpuSampler:
+        indices = self.p['gpu_indices']
+        return GpuSampler(None if list(indices) == [-1] else indices, log=self.get_logger().warning,
+                          pcie=self.p['pcie_mode'])
+
+    def expected_rate(self, topic: str) -> float:
+        topics, rates = self.p['watched_topics'], self.p['expected_rates_hz']
+        if len(rates) == 1:
+            return float(rates[0])
+        return float(rates[topics.index(topic)])
+
+    def _build_watches(self) -> None:
+        """(Re)create the watches for `watched_topics`; kept topics keep their statistics."""
+        wanted = list(self.p['watched_topics'])
+        mode, depth = self.p['watch_mode'], self.p['watch_depth']
+        for topic in list(self.watches):
+            watch = self.watches[topic]
+            if topic not in wanted or watch.mode != mode or watch.depth != depth \
+                    or watch.stats._arrival.capacity != self.p['ring_capacity']:
+                watch.destroy()
+                del self.watches[topic]
+                self.alerts.forget(topic)
+                self._stale.pop(topic, None)
+        for topic in wanted:
+            if topic not in self.watches:
+                stats = StreamStats(self.p['ring_capacity'], self.p['window_s'])
+                self.watches[topic] = TopicWatch(self, topic, stats, self._intake_group, depth=depth,
+                                                 log=self.get_logger().warning, mode=mode,
+                                                 sub_node=self._watch_node)
+            self.watches[topic].stats.set_expected_rate(self.expected_rate(topic))
+        # Keep the parameter order for the metrics layout.
+        self.watches = {t: self.watches[t] for t in wanted}
+
+    def _make_timers(self) -> None:
+        for timer in self._timers:
+            self.destroy_timer(timer)
+        p = self.p
+        self._timers = [
+            self.create_timer(p['sample_period_s'], self._sample, callback_group=self._sample_group),
+            self.create_timer(p['publish_period_s'], self._publish, callback_group=self._publish_group),
+            self.create_timer(p['discovery_period_s'], self._discover, callback_group=self._publish_group),
+            self.create_timer(p['poll_period_s'], self._drain, callback_group=self._intake_group),
+        ]
+
+    # ---- intake ----------------------------------------------------------------------------------
+    def _drain(self) -> None:
+        for watch in list(self.watches.values()):
+            watch.drain()
+
+    def _discover(self) -> None:
+        """Subscribe to watched topics whose type is now known, and to new */stage_times topics."""
+        names_and_types = dict(self.get_topic_names_and_types())
+        with self._lock:
+            for watch in self.watches.values():
+                if not watch.subscribed and watch.try_subscribe(names_and_types):
+                    self.get_logger().info(f'watching {watch.topic} ({watch.type_name}, '
+                                           f'{"header stamps" if watch.has_header else "no header"})')
+            for topic, types in names_and_types.items():
+                if topic.endswith(stage_times.SUFFIX) and topic not in self._stage_subs:
+                    if STAGE_TYPE not in types:
+                        continue
+                    self.stages.setdefault(topic, StageStats(window_s=self.p['window_s']))
+                    self._stage_subs[topic] = self.create_subscription(
+                        Float64MultiArray, topic, functools.partial(self._on_stage, topic),
+                        watch_qos(self, topic, 50), callback_group=self._intake_group)
+                    self.get_logger().info(f'aggregating stage times from {topic}')
+
+    def _on_stage(self, topic: str, msg: Float64MultiArray) -> None:
+        now = time.time_ns()
+        stats = self.stages[topic]
+        try:
+            report = stage_times.decode([d.label for d in msg.layout.dim], list(msg.data))
+        except ValueError as exc:
+            stats.note_malformed()
+            if topic not in self._logged_malformed:
+                self._logged_malformed.add(topic)
+                self.get_logger().warning(
+                    f'malformed stage report on {topic} ({exc}); see isaac_perf/core/stage_times.py for the '
+                    'format. Counting, not logging further ones.')
+            return
+        stats.record(now, report.stamp_ns, report.batch_size, report.stages_ms)
+
+    # ---- sampling and alerts ------------------------------------------------------------------------
+    def _log_transition(self, t: Transition | None) -> None:
+        if t is None:
+            return
+        log = self.get_logger()
+        text = f'{t.old.name} -> {t.new.name}: {t.message}'
+        # One call site per severity: rclpy refuses a call site whose severity changes between calls.
+        if t.new == Level.ERROR:
+            log.error(text)
+        elif t.new == Level.WARN:
+            log.warning(text)
+        else:
+            log.info(text)
+
+    def _rule(self, name: str, direction: Direction, warn: float, error: float,
+              unit: str = '') -> AlertRule | None:
+        """A rule from warn/error thresholds where 0 means off; None when both are off."""
+        warn_v = warn if warn > 0 else None
+        error_v = error if error > 0 else None
+        if warn_v is None and error_v is None:
+            return None
+        reference = warn_v if warn_v is not None else error_v
+        return AlertRule(name, direction, warn_v, error_v,
+                         hysteresis=self.p['alert_hysteresis_fraction'] * reference,
+                         min_duration_s=self.p['alert_min_duration_s'], unit=unit)
+
+    def _check(self, subject: str, name: str, direction: Direction, value: float, unit: str = '',
+               now_ns: int = 0) -> None:
+        p = self.p
+        rule = self._rule(name, direction, p[f'{name}_warn'], p[f'{name}_error'], unit)
+        if rule is not None:
+            self._log_transition(self.alerts.update(rule, subject, value, now_ns))
+
+    def _sample(self) -> None:
+        now = time.time_ns()
+        gpus = self._gpu.sample()
+        system = self._system.sample(now)
+        own = self._own.cpu_percent(None)
+        with self._lock:
+            self._gpu_samples, self._sys_sample, self._own_cpu = gpus, system, own
+            for g in gpus:
+                subject = f'gpu{g.index}'
+                self._check(subject, 'max_gpu_util', Direction.ABOVE, g.util_percent, '%', now)
+                self._check(subject, 'max_gpu_memory_fraction', Direction.ABOVE, g.memory_used_fraction,
+                            '', now)
+                self._check(subject, 'max_gpu_temperature_c', Direction.ABOVE, g.temperature_c, ' C', now)
+            self._check('host', 'max_cpu_percent', Direction.ABOVE, system.cpu_percent, '%', now)
+
+    def _topic_level(self, topic: str, snap: StreamSnapshot, now: int, publishers: int) -> tuple[Level, str]:
+        p = self.p
+        expected = snap.expected_rate_hz
+        if expected > 0:
+            tol = p['rate_tolerance_percent'] / 100.0
+            warn = expected * (1.0 - tol)
+            rule = AlertRule('rate_hz', Direction.BELOW, warn, min(warn, expected * 0.5),
+                             hysteresis=p['alert_hysteresis_fraction'] * expected,
+                             min_duration_s=p['alert_min_duration_s'], unit=' Hz')
+            self._log_transition(self.alerts.update(rule, topic, snap.rate_hz, now))
+        else:
+            self._check(topic, 'min_fps', Direction.BELOW, snap.rate_hz, ' Hz', now)
+        self._check(topic, 'max_latency_ms', Direction.ABOVE, snap.latency_ms.p50, ' ms', now)
+        stale = snap.age_s > p['stale_timeout_s']
+        if stale != self._stale.get(topic, False):
+            self._stale[topic] = stale
+            if stale:
+                seen = 'never received a message' if math.isinf(snap.age_s) else \
+                    f'no message for {snap.age_s:.1f} s'
+                self.get_logger().warning(f'{topic} is STALE: {seen} ({publishers} publisher(s))')
+            else:
+                self.get_logger().info(f'{topic} recovered from STALE')
+        if stale:
+            if math.isinf(snap.age_s):
+                return Level.STALE, f'STALE: no message yet ({publishers} publisher(s))'
+            return Level.STALE, f'STALE: no message for {snap.age_s:.1f} s ({publishers} publisher(s))'
+        active = self.alerts.active(topic)
+        if active:
+            return active[0].level, '; '.join(s.describe() for s in active)
+        return Level.OK, 'OK'
+
+    def _stage_level(self, topic: str, snap: StageSnapshot, now: int) -> tuple[Level, str]:
+        self._check(topic, 'min_fps', Direction.BELOW, snap.fps, ' Hz', now)
+        self._check(topic, 'max_latency_ms', Direction.ABOVE, snap.latency_ms.p50, ' ms', now)
+        if snap.age_s > self.p['stale_timeout_s']:
+            return Level.STALE, f'STALE: no stage report for {snap.age_s:.1f} s'
+        active = self.alerts.active(topic)
+        if active:
+            return active[0].level, '; '.join(s.describe() for s in active)
+        return Level.OK, 'OK'
+
+    def _subject_status(self, subject: str) -> tuple[Level, str]:
+        active = self.alerts.active(subject)
+        if active:
+            return active[0].level, '; '.join(s.describe() for s in active)
+        return Level.OK, 'OK'
+
+    # ---- publishing -------------------------------------------------------------------------------
+    def _publish(self) -> None:
+        now = time.time_ns()
+        with self._lock:
+            labels, values, statuses = self._build(now)
+        msg = Float32MultiArray()
+        msg.layout.dim = [MultiArrayDimension(label=name, size=1, stride=1) for name in labels]
+        msg.data = [float(v) for v in values]
+        self.last_metrics = (labels, values)
+        self._metrics_pub.publish(msg)
+        self._diag_pub.publish(diag.diagnostic_array(statuses, self.get_clock().now().to_msg()))
+
+    def _build(self, now: int):
+        name = self.get_name()
+        blocks: list[metrics.Block] = []
+        statuses = []
+        system, gpus = self._sys_sample, self._gpu_samples
+
+        # GPUs
+        for g in gpus:
+            level, message = self._subject_status(f'gpu{g.index}') if g.ok else (Level.STALE, 'no NVML data')
+            blocks.append(metrics.Block('gpu', str(g.index), {
+                'util_percent': g.util_percent, 'memory_used_mib': g.memory_used_mib,
+                'memory_total_mib': g.memory_total_mib, 'memory_used_fraction': g.memory_used_fraction,
+                'memory_bw_util_percent': g.memory_bw_util_percent, 'temperature_c': g.temperature_c,
+                'power_w': g.power_w, 'power_limit_w': g.power_limit_w, 'sm_clock_mhz': g.sm_clock_mhz,
+                'mem_clock_mhz': g.mem_clock_mhz, 'throttle_reasons': g.throttle_reasons,
+                'pcie_rx_mbps': g.pcie_rx_mbps, 'pcie_tx_mbps': g.pcie_tx_mbps,
+                'nvlink_rx_mbps': g.nvlink_rx_mbps, 'nvlink_tx_mbps': g.nvlink_tx_mbps,
+                'process_count': len(g.processes_mib),
+                'process_memory_mib': math.fsum(v for v in g.processes_mib.values() if not math.isnan(v)),
+                'level': int(level)}))
+            statuses.append(diag.make_status(f'{name}: gpu{g.index}', level, message, diag.gpu_values(g),
+                                             hardware_id=g.uuid or self.hostname))
+
+        # Host and processes
+        if system is not None:
+            level, message = self._subject_status('host')
+            statuses.append(diag.make_status(f'{name}: host {self.hostname}', level, message,
+                                             diag.host_values(system), hardware_id=self.hostname))
+            for pattern, group in system.processes.items():
+                blocks.append(metrics.Block('proc', pattern, {
+                    'count': group.count, 'cpu_percent': group.cpu_percent, 'rss_mib': group.rss_mib}))
+
+        # Watched topics
+        stale_count = 0
+        for topic, watch in self.watches.items():
+            snap = watch.stats.snapshot(now)
+            publishers = watch.publisher_count()
+            level, message = self._topic_level(topic, snap, now, publishers)
+            stale_count += level == Level.STALE
+            blocks.append(metrics.Block('topic', topic, {
+                'rate_hz': snap.rate_hz, 'expected_rate_hz': snap.expected_rate_hz,
+                'stamp_rate_hz': snap.stamp_rate_hz, 'bandwidth_mbps': snap.bandwidth_bps / 1e6,
+                'mean_size_kib': snap.mean_size_bytes / 1024.0,
+                'latency_ms_mean': snap.latency_ms.mean, 'latency_ms_p50': snap.latency_ms.p50,
+                'latency_ms_p90': snap.latency_ms.p90, 'latency_ms_p99': snap.latency_ms.p99,
+                'latency_ms_max': snap.latency_ms.max, 'jitter_ms': snap.jitter_ms,
+                'max_abs_jitter_ms': snap.max_abs_jitter_ms, 'drops': snap.drops, 'count': snap.count,
+                'age_s': snap.age_s, 'level': int(level)}))
+            values = diag.topic_values(snap, self.p['rate_tolerance_percent'], watch.type_name)
+            values['publishers'] = publishers
+            statuses.append(diag.make_status(topic, level, message, values))
+
+        # Stage-time sources
+        fps_values, p50_values, p99_values = [], [], []
+        for topic in sorted(self.stages):
+            snap = self.stages[topic].snapshot(now)
+            level, message = self._stage_level(topic, snap, now)
+            if level != Level.STALE:
+                fps_values.append(snap.fps)
+                p50_values.append(snap.latency_ms.p50)
+                p99_values.append(snap.latency_ms.p99)
+            stage_names = list(snap.stages_ms)
+            block_values: dict[str, float] = {
+                'fps': snap.fps, 'reports': snap.reports, 'batch_size_mean': snap.batch_size.mean,
+                'latency_ms_mean': snap.latency_ms.mean, 'latency_ms_p50': snap.latency_ms.p50,
+                'latency_ms_p90': snap.latency_ms.p90, 'latency_ms_p99': snap.latency_ms.p99,
+                'latency_ms_max': snap.latency_ms.max, 'age_s': snap.age_s, 'level': int(level)}
+            for stage, summary in snap.stages_ms.items():
+                block_values[f'{stage}_ms_mean'] = summary.mean
+                block_values[f'{stage}_ms_p50'] = summary.p50
+                block_values[f'{stage}_ms_p99'] = summary.p99
+            blocks.append(metrics.Block('stages', topic, block_values,
+                                        metrics.stage_extra_fields(stage_names)))
+            statuses.append(diag.make_status(f'{name}: stages {topic}', level, message,
+                                             diag.stage_values(snap)))
+
+        ok_gpus = [g for g in gpus if g.ok]
+        counts = self.alerts.counts()
+        global_values = {
+            'cpu_percent': system.cpu_percent if system else NAN,
+            'cpu_max_core_percent': system.cpu_max_core_percent if system else NAN,
+            'memory_percent': system.memory_percent if system else NAN,
+            'memory_used_mib': system.memory_used_mib if system else NAN,
+            'gpu_count': len(ok_gpus),
+            'gpu_util_percent_max': _nanmax(g.util_percent for g in ok_gpus),
+            'gpu_memory_used_fraction_max': _nanmax(g.memory_used_fraction for g in ok_gpus),
+            'gpu_temperature_c_max': _nanmax(g.temperature_c for g in ok_gpus),
+            'gpu_power_w_total': math.fsum(g.power_w for g in ok_gpus if not math.isnan(g.power_w))
+            if ok_gpus else NAN,
+            'pipeline_fps': _nanmin(fps_values),
+            'pipeline_latency_ms_p50': _nanmax(p50_values),
+            'pipeline_latency_ms_p99': _nanmax(p99_values),
+            'topics_watched': len(self.watches),
+            'topics_stale': stale_count,
+            'alerts_warn': counts[Level.WARN],
+            'alerts_error': counts[Level.ERROR],
+            'monitor_cpu_percent': self._own_cpu,
+        }
+        labels, values = metrics.flatten(global_values, blocks)
+        return labels, values, statuses
+
+    def destroy_node(self) -> None:
+        # Also reached when __init__ failed part-way (the context destroys its nodes on shutdown).
+        for watch in getattr(self, 'watches', {}).values():
+            watch.destroy()
+        if getattr(self, '_watch_node', None) is not None:
+            self._watch_node.destroy_node()
+            self._watch_node = None
+        if getattr(self, '_gpu', None) is not None:
+            self._gpu.close()
+        super().destroy_node()
+
+
+def _nanmax(values) -> float:
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    return max(finite) if finite else NAN
+
+
+def _nanmin(values) -> float:
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    return min(finite) if finite else NAN
+
+
+def main(args=None):
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = PerfMonitor()
+        # Two threads: sampling (NVML can block for tens of ms) runs beside intake and publishing.
+        executor = MultiThreadedExecutor(num_threads=2)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()

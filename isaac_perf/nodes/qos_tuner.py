@@ -1,0 +1,532 @@
+"""qos_tuner: closed-loop tuning of another node's batching and QoS parameters to meet a latency budget.
+
+It reads /performance_metrics (the perf_monitor's labelled Float32MultiArray; which labels hold FPS, p99
+latency, GPU load... are parameters), runs `isaac_perf.core.realtime.RealtimeController` on each fresh
+window, and applies the changes it decides through the target node's own parameter services
+(rcl_interfaces/srv/GetParameters to read, SetParametersAtomically to write, so a batch size and the queue
+depth it needs change together or not at all). The target validates every value itself: a refusal comes
+back with its reason, is logged and never proposed again.
+
+Every decision is logged with its reason and published as JSON (std_msgs/String) on `~/decisions`:
+{"action": "change" | "revert" | "accept" | "converged" | "impossible" | "applied" | "rejected" |
+"qos_incompatible" | "qos_event" | "external", "reason": ..., "change": {"set": {...}, "from": {...},
+"expected": ...}, "p99_ms", "fps", "config", "advise_only"}. With `advise_only` nothing is set: the
+changes are only published (once per cooldown while they stay true).
+
+It also watches QoS: for each topic in `watch_topics` it holds a raw (never deserialized) best-effort
+subscription with deadline-missed and message-lost event callbacks, and on every graph scan checks each
+publisher/subscriber pair of those topics with the ROS 2 compatibility rules, logging the reason for any
+pair that cannot talk (once per pair).
+
+The tuned configuration (what the controller last kept) is written as a ROS 2 params file to
+`output_config_path`, ready for `ros2 launch isaac_perf tuned_pipeline.launch.py tuned_params:=<file>`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+
+import rclpy
+from rcl_interfaces.msg import ParameterEvent, ParameterType
+from rcl_interfaces.srv import GetParameters, SetParametersAtomically
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.duration import Duration
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.parameter import Parameter, parameter_value_to_python
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Float32MultiArray, String
+
+from isaac_perf.core.params import ParamSpec
+from isaac_perf.core.qos_advisor import QosEvent, QosEventCounter, check_compatible
+from isaac_perf.core.realtime import (
+    Change,
+    Decision,
+    Knob,
+    KnobKind,
+    PipelineState,
+    RealtimeController,
+    Requirements,
+)
+from isaac_perf.core.tuning import ladder, powers_of_two, write_params_file
+from isaac_perf.ros.params import declare_params
+from isaac_perf.ros.qos import from_qos_profile, subscription_event_callbacks
+
+NAN = float('nan')
+KNOBS = ('max_batch_size', 'max_queue_delay_ms', 'num_streams', 'queue_depth', 'input_reliability')
+KNOB_TYPES = {'max_batch_size': int, 'max_queue_delay_ms': float, 'num_streams': int, 'queue_depth': int,
+              'input_reliability': str}
+
+
+def _check_node_name(name: str) -> str:
+    if not name.startswith('/') or name.endswith('/') or ' ' in name or len(name) < 2:
+        return f"target_node={name!r}: give the node's fully qualified name, e.g. /stream_batcher"
+    return ''
+
+
+def _check_knobs(names: list[str]) -> str:
+    unknown = [n for n in names if n not in KNOBS]
+    if unknown:
+        return f'tune_params {unknown}: each must be one of {", ".join(KNOBS)}'
+    if len(set(names)) != len(names):
+        return 'tune_params lists a knob twice'
+    return ''
+
+
+def _check_topics(topics: list[str]) -> str:
+    bad = [t for t in topics if t and (not t.startswith('/') or ' ' in t)]
+    return f'watch_topics {bad}: give absolute topic names such as /camera_0/image_raw' if bad else ''
+
+
+PARAMS: list[ParamSpec] = [
+    ParamSpec('target_node', '/stream_batcher', 'Fully qualified name of the node whose parameters are tuned '
+              '(through its parameter services).', check=_check_node_name),
+    ParamSpec('latency_budget_ms', 33.0, 'The p99 end-to-end latency budget in milliseconds.', min=0.1,
+              max=1e6),
+    ParamSpec('min_fps', 0.0, 'Minimum pipeline throughput in frames per second (0 = none).', min=0.0,
+              max=1e7),
+    ParamSpec('max_jitter_ms', 0.0, 'Jitter tolerance: the latency standard deviation in ms (0 = ignore); '
+              'needs jitter_field.', min=0.0, max=1e6),
+    ParamSpec('objective', 'throughput', 'What to maximise within the budget: throughput, or latency '
+              '(lowest p99 at min_fps).', choices=('throughput', 'latency')),
+    ParamSpec('advise_only', False, 'Only publish and log the changes it would make; set nothing.'),
+    ParamSpec('control_period_s', 0.25, 'Seconds between checks for a fresh metrics window.', min=0.01,
+              max=60.0),
+    ParamSpec('settle_s', 3.0, 'Seconds after a change before metrics count; at least the monitor window_s '
+              'plus its publish_period_s, so a window holds only the new setting.', min=0.0, max=3600.0),
+    ParamSpec('cooldown_s', 3.0, 'Least seconds between two changes (a revert of a failed probe is exempt).',
+              min=0.0, max=3600.0),
+    ParamSpec('headroom', 0.15, 'Hysteresis: explore for throughput only while p99 < (1 - headroom) x '
+              'budget.', min=0.0, max=0.9),
+    ParamSpec('margin', 0.05, 'A probe is kept only with p99 <= (1 - margin) x budget (<= headroom).',
+              min=0.0, max=0.9),
+    ParamSpec('min_gain', 0.03, 'A change is kept only when it improves the objective (or the overshoot) by '
+              'this fraction.', min=0.0, max=1.0),
+    ParamSpec('confirm_windows', 2, 'Windows in a row over budget before reacting (filters one-off spikes).',
+              min=1, max=100),
+    ParamSpec('tune_params', list(KNOBS), 'Parameters of the target the tuner may change.',
+              check=_check_knobs),
+    ParamSpec('batch_size_min', 1, 'Lowest max_batch_size to set.', min=1, max=256),
+    ParamSpec('batch_size_max', 64, 'Highest max_batch_size to set.', min=1, max=256),
+    ParamSpec('queue_delay_ms_min', 0.0, 'Lowest max_queue_delay_ms to set.', min=0.0, max=1000.0),
+    ParamSpec('queue_delay_ms_max', 20.0, 'Highest max_queue_delay_ms to set.', min=0.0, max=1000.0),
+    ParamSpec('num_streams_min', 1, 'Fewest num_streams to set.', min=1, max=16),
+    ParamSpec('num_streams_max', 4, 'Most num_streams to set.', min=1, max=16),
+    ParamSpec('queue_depth_min', 1, 'Lowest queue_depth to set.', min=1, max=1000),
+    ParamSpec('queue_depth_max', 1000, 'Highest queue_depth to set.', min=1, max=1000),
+    ParamSpec('cameras', 0, "Cameras feeding the target (sizes queue_depth); 0 = the length of the target's "
+              'camera_topics parameter, when it has one.', min=0, max=1024),
+    ParamSpec('metrics_topic', '/performance_metrics', 'The perf_monitor metrics topic.'),
+    ParamSpec('fps_field', 'pipeline_fps', 'Metrics label holding the pipeline throughput (frames/s).'),
+    ParamSpec('latency_p99_field', 'pipeline_latency_ms_p99', 'Metrics label holding the p99 latency (ms).'),
+    ParamSpec('latency_p50_field', 'pipeline_latency_ms_p50',
+              "Metrics label holding the p50 latency (ms); '' = none."),
+    ParamSpec('jitter_field', '', "Metrics label holding the latency jitter (ms); '' = none."),
+    ParamSpec('gpu_util_field', 'gpu_util_percent_max',
+              "Metrics label holding GPU utilisation (%); '' = none."),
+    ParamSpec('batch_size_field', '', "Metrics label holding the mean batch size, e.g. "
+              "'stages:/stream_batcher/stage_times:batch_size_mean'; '' = none."),
+    ParamSpec('drops_field', '', "Metrics label whose positive value means frames are dropped; '' = none."),
+    ParamSpec('metrics_timeout_s', 10.0, 'Metrics older than this are ignored (and the loop waits).', min=0.1,
+              max=3600.0),
+    ParamSpec('watch_topics', [''], "Topics to watch for QoS events and incompatible pairs; [''] = none.",
+              check=_check_topics),
+    ParamSpec('expected_rate_hz', 30.0, 'Expected rate of the watched topics (0 = unknown); sets the '
+              'requested deadline to 1.5 periods when their publishers offer one.', min=0.0, max=1e6),
+    ParamSpec('graph_check_period_s', 2.0, 'Seconds between QoS compatibility checks of the watched topics.',
+              min=0.1, max=3600.0),
+    ParamSpec('output_config_path', '',
+              "Where to write the tuned parameters (ROS 2 params YAML); '' = nowhere."),
+    ParamSpec('service_timeout_s', 3.0, 'Seconds to wait for the target to answer a parameter request.',
+              min=0.1, max=600.0),
+]
+
+CONTROLLER_PARAMS = {'latency_budget_ms', 'min_fps', 'max_jitter_ms', 'objective', 'settle_s', 'cooldown_s',
+                     'headroom', 'margin', 'min_gain', 'confirm_windows', 'tune_params', 'batch_size_min',
+                     'batch_size_max', 'queue_delay_ms_min', 'queue_delay_ms_max', 'num_streams_min',
+                     'num_streams_max', 'queue_depth_min', 'queue_depth_max'}
+
+
+def cross_check(values: dict[str, Any]) -> list[str]:
+    errors = []
+    for low, high in (('batch_size_min', 'batch_size_max'), ('queue_delay_ms_min', 'queue_delay_ms_max'),
+                      ('num_streams_min', 'num_streams_max'), ('queue_depth_min', 'queue_depth_max')):
+        if values[low] > values[high]:
+            errors.append(f'{low}={values[low]} is above {high}={values[high]}')
+    if values['margin'] > values['headroom']:
+        errors.append(f'margin={values["margin"]} must not exceed headroom={values["headroom"]}')
+    return errors
+
+
+def knobs_from(values: dict[str, Any]) -> list[Knob]:
+    """The knobs the tuner may move, within the configured bounds."""
+    v = values
+    table = {
+        'max_batch_size': Knob('max_batch_size', powers_of_two(v['batch_size_min'], v['batch_size_max']),
+                               KnobKind.TRADE),
+        'max_queue_delay_ms': Knob('max_queue_delay_ms',
+                                   ladder(v['queue_delay_ms_min'], v['queue_delay_ms_max']), KnobKind.TRADE),
+        'num_streams': Knob('num_streams', tuple(range(v['num_streams_min'], v['num_streams_max'] + 1)),
+                            KnobKind.TRADE),
+        'queue_depth': Knob('queue_depth', powers_of_two(v['queue_depth_min'], v['queue_depth_max']),
+                            KnobKind.LATENCY),
+        'input_reliability': Knob('input_reliability', ('best_effort', 'reliable'), KnobKind.LATENCY),
+    }
+    return [table[name] for name in KNOBS if name in values['tune_params']]
+
+
+def controller_from(values: dict[str, Any], knobs: list[Knob]) -> RealtimeController:
+    req = Requirements(max_latency_ms=values['latency_budget_ms'], min_fps=values['min_fps'],
+                       jitter_tolerance_ms=values['max_jitter_ms'] or None)
+    return RealtimeController(req, knobs, objective=values['objective'], cooldown_s=values['cooldown_s'],
+                              settle_s=values['settle_s'], headroom=values['headroom'],
+                              margin=values['margin'], min_gain=values['min_gain'],
+                              confirm_windows=values['confirm_windows'])
+
+
+class QosTuner(Node):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__('qos_tuner', **kwargs)
+        self.p = declare_params(self, PARAMS, on_change=self._on_params, extra_check=self._extra_check)
+        errors = cross_check(self.p)
+        if errors:
+            raise ValueError('invalid start-up parameters: ' + '; '.join(errors))
+        self._knobs = knobs_from(self.p)
+        self._controller = controller_from(self.p, self._knobs)
+        self._config: dict[str, Any] | None = None  # the target's knob values, as last read or set
+        self._missing: set[str] = set()  # knobs the target does not declare
+        self._cameras = int(self.p['cameras'])
+        self._metrics: dict[str, float] | None = None
+        self._metrics_at = -math.inf
+        self._metrics_seq = 0
+        self._used_seq = 0
+        self._in_flight: tuple[Change, float] | None = None
+        self._sync_pending = False
+        self._said: set[str] = set()  # one-time log lines already said
+        self.counts = {'decisions': 0, 'applied': 0, 'rejected': 0, 'malformed_metrics': 0, 'timeouts': 0,
+                       'yaml_writes': 0, 'yaml_errors': 0}
+        self.qos_events = QosEventCounter()
+        self._incompatible_said: set[tuple[str, str, str]] = set()
+        self._watchers: dict[str, Any] = {}
+
+        self._group = MutuallyExclusiveCallbackGroup()
+        self.decisions_pub = self.create_publisher(String, '~/decisions', 50)
+        self.create_subscription(Float32MultiArray, self.p['metrics_topic'], self._on_metrics, 10,
+                                 callback_group=self._group)
+        self.create_subscription(ParameterEvent, '/parameter_events', self._on_parameter_event, 100,
+                                 callback_group=self._group)
+        self._make_clients()
+        self._control_timer = self.create_timer(self.p['control_period_s'], self._control,
+                                                callback_group=self._group)
+        self._sync_timer = self.create_timer(1.0, self._sync, callback_group=self._group)
+        self._graph_timer = self.create_timer(self.p['graph_check_period_s'], self._graph_check,
+                                              callback_group=self._group)
+        self._sync()
+        self.get_logger().info(
+            f'tuning {self.p["target_node"]} ({", ".join(k.name for k in self._knobs)}) for p99 <= '
+            f'{self.p["latency_budget_ms"]:g} ms, min {self.p["min_fps"]:g} FPS, objective '
+            f'{self.p["objective"]}' + (' [advise only]' if self.p['advise_only'] else ''))
+
+    # -- parameters --------------------------------------------------------------------------------------
+    def _extra_check(self, changes: dict[str, Any]) -> list[str]:
+        return cross_check({**self.p, **changes})
+
+    def _on_params(self, changes: dict[str, Any]) -> None:
+        self.p.update(changes)
+        if 'target_node' in changes:
+            self._make_clients()
+            self._config = None
+            self._missing.clear()
+        if CONTROLLER_PARAMS & changes.keys() or 'target_node' in changes:
+            self._knobs = knobs_from(self.p)
+            self._controller = controller_from(self.p, self._knobs)
+            self._publish({'action': 'restart',
+                           'reason': f'parameters changed: {", ".join(sorted(changes))}'})
+        if 'cameras' in changes and changes['cameras'] > 0:
+            self._cameras = int(changes['cameras'])
+        if 'control_period_s' in changes:
+            self._control_timer.cancel()
+            self.destroy_timer(self._control_timer)
+            self._control_timer = self.create_timer(self.p['control_period_s'], self._control,
+                                                    callback_group=self._group)
+        if 'watch_topics' in changes or 'expected_rate_hz' in changes:
+            for topic in list(self._watchers):
+                self.destroy_subscription(self._watchers.pop(topic))
+
+    def _make_clients(self) -> None:
+        target = self.p['target_node']
+        for name in ('_get_client', '_set_client'):
+            old = getattr(self, name, None)
+            if old is not None:
+                self.destroy_client(old)
+        self._get_client = self.create_client(GetParameters, f'{target}/get_parameters',
+                                              callback_group=self._group)
+        self._set_client = self.create_client(SetParametersAtomically, f'{target}/set_parameters_atomically',
+                                              callback_group=self._group)
+
+    def _say_once(self, key: str, text: str, level: str = 'warning') -> None:
+        if key not in self._said:
+            self._said.add(key)
+            getattr(self.get_logger(), level)(text)
+
+    # -- reading the target -----------------------------------------------------------------------------
+    def _sync(self) -> None:
+        """Read the target's knob values (and camera count) until known."""
+        if self._config is not None or self._sync_pending:
+            return
+        if not self._get_client.service_is_ready():
+            self._say_once('wait-target', f'waiting for {self.p["target_node"]}/get_parameters', 'info')
+            return
+        names = [k.name for k in self._knobs] + ['camera_topics']
+        future = self._get_client.call_async(GetParameters.Request(names=names))
+        self._sync_pending = True
+        future.add_done_callback(lambda f: self._on_get(names, f))
+
+    def _on_get(self, names: list[str], future: Any) -> None:
+        self._sync_pending = False
+        try:
+            response = future.result()
+        except Exception as exc:  # noqa: BLE001 - a failed call is retried on the next sync tick
+            self.get_logger().warning(f'reading {self.p["target_node"]} parameters failed: {exc}')
+            return
+        if response is None or len(response.values) != len(names):
+            self.get_logger().warning(f'{self.p["target_node"]} answered get_parameters with the wrong '
+                                      'number of values; retrying')
+            return
+        config = {}
+        for name, value in zip(names, response.values, strict=True):
+            if value.type == ParameterType.PARAMETER_NOT_SET:
+                if name != 'camera_topics':
+                    self._missing.add(name)
+                continue
+            python = parameter_value_to_python(value)
+            if name == 'camera_topics':
+                if self.p['cameras'] == 0 and isinstance(python, (list, tuple)):
+                    self._cameras = len([t for t in python if t])
+            else:
+                config[name] = python
+        if self._missing:
+            self._say_once(f'missing-{sorted(self._missing)}',
+                           f'{self.p["target_node"]} does not declare {", ".join(sorted(self._missing))}: '
+                           'not tuning those')
+            self._knobs = [k for k in knobs_from(self.p) if k.name not in self._missing]
+            self._controller = controller_from(self.p, self._knobs)
+        if not config:
+            self._say_once('no-knobs', f'{self.p["target_node"]} declares none of {", ".join(KNOBS)}: '
+                           'nothing to tune', 'error')
+            return
+        self._config = config
+        self.get_logger().info(f'{self.p["target_node"]} runs with {config} ({self._cameras or "?"} cameras)')
+
+    def _on_parameter_event(self, event: ParameterEvent) -> None:
+        """Keep the known configuration in step with changes made by anyone (ros2 param set, launch...)."""
+        if event.node != self.p['target_node'] or self._config is None:
+            return
+        for p in list(event.changed_parameters) + list(event.new_parameters):
+            if p.name in self._config:
+                self._config[p.name] = parameter_value_to_python(p.value)
+
+    # -- metrics --------------------------------------------------------------------------------------------
+    def _on_metrics(self, msg: Float32MultiArray) -> None:
+        labels = [d.label for d in msg.layout.dim]
+        if len(labels) != len(msg.data):
+            self.counts['malformed_metrics'] += 1
+            self._say_once('malformed', f'{self.p["metrics_topic"]}: {len(labels)} labels for '
+                           f'{len(msg.data)} values; ignoring such messages (is the publisher a '
+                           'perf_monitor?)')
+            return
+        self._metrics = dict(zip(labels, (float(v) for v in msg.data), strict=True))
+        self._metrics_at = time.monotonic()
+        self._metrics_seq += 1
+
+    def _field(self, name: str) -> float:
+        if not name or self._metrics is None:
+            return NAN
+        return self._metrics.get(name, NAN)
+
+    def state(self) -> PipelineState | None:
+        """The latest metrics window as a controller state, or None (saying why once) when unusable."""
+        if self._metrics is None or self._config is None:
+            return None
+        fps, p99 = self._field(self.p['fps_field']), self._field(self.p['latency_p99_field'])
+        if not (math.isfinite(fps) and math.isfinite(p99)):
+            self._say_once('no-fields', f'{self.p["metrics_topic"]} has no finite {self.p["fps_field"]} / '
+                           f'{self.p["latency_p99_field"]} yet: check fps_field and latency_p99_field')
+            return None
+        drops = self._field(self.p['drops_field'])
+        return PipelineState(
+            config=dict(self._config), fps=fps, latency_p99_ms=p99,
+            latency_p50_ms=self._field(self.p['latency_p50_field']),
+            jitter_ms=self._field(self.p['jitter_field']),
+            gpu_util_pct=self._field(self.p['gpu_util_field']), cameras=self._cameras,
+            mean_batch=self._field(self.p['batch_size_field']),
+            dropped_per_s=drops if math.isfinite(drops) else 0.0,
+            messages_lost=self.qos_events.take_new('message_lost'))
+
+    # -- the loop -----------------------------------------------------------------------------------------
+    def _control(self) -> None:
+        now = time.monotonic()
+        if self._in_flight is not None:
+            change, sent = self._in_flight
+            if now - sent > self.p['service_timeout_s']:
+                self.counts['timeouts'] += 1
+                self._in_flight = None
+                self._config = None  # unknown whether it applied: read it again
+                self._publish({'action': 'rejected', 'change': change.as_dict(),
+                               'reason': f'{self.p["target_node"]} did not answer within '
+                                         f'{self.p["service_timeout_s"]:g} s'})
+            return
+        if self._metrics_seq == self._used_seq:
+            return
+        if now - self._metrics_at > self.p['metrics_timeout_s']:
+            return
+        state = self.state()
+        if state is None:
+            return
+        self._used_seq = self._metrics_seq
+        decision = self._controller.step(self._metrics_at, state)
+        if decision.notable:
+            self._report(decision)
+        if decision.action in ('accept', 'converged'):
+            self._write_config(decision)
+        if decision.change is not None and decision.change.actuated and not self.p['advise_only']:
+            self._apply(decision.change)
+
+    def _report(self, decision: Decision) -> None:
+        self.counts['decisions'] += 1
+        text = f'[{decision.action}] {decision.reason}'
+        if decision.change is not None:
+            text += f' | expected: {decision.change.expected}'
+            if self.p['advise_only']:
+                text = '(advise only) ' + text
+        level = 'warning' if decision.action == 'impossible' else 'info'
+        getattr(self.get_logger(), level)(text)
+        self._publish(decision.as_dict())
+
+    def _publish(self, payload: dict[str, Any]) -> None:
+        payload = {'node': self.get_fully_qualified_name(), 'target': self.p['target_node'],
+                   'advise_only': bool(self.p['advise_only']), **payload}
+        self.decisions_pub.publish(String(data=json.dumps(payload, default=str)))
+
+    def _apply(self, change: Change) -> None:
+        if not self._set_client.service_is_ready():
+            self._say_once('wait-set', f'{self.p["target_node"]}/set_parameters_atomically is not available')
+            return
+        params = []
+        for name, value in change.new.items():
+            kind = KNOB_TYPES.get(name, type(value))
+            params.append(Parameter(name, value=kind(value)).to_parameter_msg())
+        future = self._set_client.call_async(SetParametersAtomically.Request(parameters=params))
+        self._in_flight = (change, time.monotonic())
+        future.add_done_callback(lambda f: self._on_set(change, f))
+
+    def _on_set(self, change: Change, future: Any) -> None:
+        if self._in_flight is None or self._in_flight[0] is not change:
+            return  # timed out already
+        self._in_flight = None
+        try:
+            result = future.result().result
+        except Exception as exc:  # noqa: BLE001 - report, and let the controller try something else
+            result = None
+            reason = f'{type(exc).__name__}: {exc}'
+        else:
+            reason = result.reason
+        if result is not None and result.successful:
+            self.counts['applied'] += 1
+            if self._config is not None:
+                self._config.update(change.new)
+            self._controller.applied(time.monotonic(), change)
+            self.get_logger().info(f'applied on {self.p["target_node"]}: {change.describe()}')
+            self._publish({'action': 'applied', 'reason': change.reason, 'change': change.as_dict(),
+                           'config': dict(self._config or {})})
+        else:
+            self.counts['rejected'] += 1
+            self._controller.rejected(change, reason)
+            self.get_logger().warning(f'{self.p["target_node"]} refused {change.describe()}: {reason}')
+            self._publish({'action': 'rejected', 'reason': reason, 'change': change.as_dict()})
+
+    def _write_config(self, decision: Decision) -> None:
+        path = self.p['output_config_path']
+        if not path or self._config is None:
+            return
+        header = (f'Tuned by {self.get_fully_qualified_name()} on {time.strftime("%Y-%m-%d %H:%M:%S")}: '
+                  f'p99 {decision.p99_ms:.1f} ms (budget {self.p["latency_budget_ms"]:g} ms), '
+                  f'{decision.fps:.1f} FPS. {decision.action}: {decision.reason}')
+        try:
+            write_params_file(path, self.p['target_node'], dict(self._config), header)
+        except OSError as exc:
+            self.counts['yaml_errors'] += 1
+            self._say_once(f'yaml-{path}', f'cannot write output_config_path={path!r}: {exc}; fix the path '
+                           'or its permissions', 'error')
+            return
+        self.counts['yaml_writes'] += 1
+
+    # -- QoS watching -------------------------------------------------------------------------------------
+    def _on_qos_event(self, event: QosEvent) -> None:
+        self.qos_events.record(event)
+        self._say_once(f'event-{event.kind}-{event.topic}', f'QoS event: {event.describe()}')
+        self._publish({'action': 'qos_event', 'reason': event.describe(), 'event': event.as_dict()})
+
+    def _graph_check(self) -> None:
+        topics = [t for t in self.p['watch_topics'] if t]
+        for topic in topics:
+            pubs = self.get_publishers_info_by_topic(topic)
+            subs = [s for s in self.get_subscriptions_info_by_topic(topic)
+                    if s.node_name != self.get_name() or s.node_namespace != self.get_namespace()]
+            if topic not in self._watchers and pubs:
+                self._watch(topic, pubs)
+            for pub in pubs:
+                for sub in subs:
+                    try:
+                        verdict = check_compatible(from_qos_profile(pub.qos_profile),
+                                                   from_qos_profile(sub.qos_profile))
+                    except ValueError:
+                        continue
+                    if verdict.compatible:
+                        continue
+                    who = (topic, f'{pub.node_namespace.rstrip("/")}/{pub.node_name}',
+                           f'{sub.node_namespace.rstrip("/")}/{sub.node_name}')
+                    if who in self._incompatible_said:
+                        continue
+                    self._incompatible_said.add(who)
+                    reason = f'{topic}: {who[1]} -> {who[2]} cannot talk: {"; ".join(verdict.reasons)}'
+                    self.get_logger().error(reason)
+                    self._publish({'action': 'qos_incompatible', 'reason': reason, 'topic': topic,
+                                   'publisher': who[1], 'subscriber': who[2]})
+
+    def _watch(self, topic: str, pubs: list[Any]) -> None:
+        """A raw best-effort subscription (compatible with any reliability) for the topic's QoS events."""
+        from isaac_perf.ros.topic_watch import import_message_type
+        try:
+            msg_type = import_message_type(pubs[0].topic_type)
+        except (ImportError, AttributeError, ValueError) as exc:
+            self._say_once(f'type-{topic}', f'cannot watch {topic}: {exc}')
+            return
+        qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+        offered = [from_qos_profile(p.qos_profile).deadline_ms for p in pubs]
+        rate = self.p['expected_rate_hz']
+        if offered and all(d is not None for d in offered):
+            # request no tighter than every publisher offers, or the pair would be incompatible
+            wanted = max(max(offered), 1500.0 / rate if rate > 0 else 0.0)
+            qos.deadline = Duration(nanoseconds=int(wanted * 1e6))
+        self._watchers[topic] = self.create_subscription(
+            msg_type, topic, lambda _msg: None, qos, raw=True, callback_group=self._group,
+            event_callbacks=subscription_event_callbacks(topic, self._on_qos_event, time.monotonic))
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = QosTuner()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()

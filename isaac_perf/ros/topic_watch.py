@@ -1,0 +1,181 @@
+"""Watch any topic without deserializing its messages: raw subscription, byte count, header stamp from CDR.
+
+The message type is looked up in the ROS graph (`get_topic_names_and_types`) and imported by name only to
+create the subscription; messages arrive as serialized bytes (`raw=True`). When the type's first field is a
+std_msgs/Header, its stamp sits right after the 4-byte encapsulation header: int32 sec, uint32 nanosec, in
+the byte order the encapsulation id says (0x0000/0x0006 big-endian, 0x0001/0x0007 little-endian; parameter
+lists and delimited XCDR2 are not read and give no stamp). Types without a header still give rate and
+bandwidth.
+
+Two ways to receive (`mode`):
+- 'poll' (default): the subscription belongs to a helper node that no executor spins, and a timer drains
+  it with `take_message` every poll period. No executor dispatch per message (the dominant cost of a Python
+  callback), the middleware's reception timestamp gives the exact arrival time, and the publisher's
+  sequence number gives exact drop counts. The queue depth must hold one poll period of messages.
+- 'callback': an ordinary raw subscription callback per message, timed with the clock at callback time.
+"""
+from __future__ import annotations
+
+import importlib
+import struct
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from isaac_perf.core.stats import StreamStats
+
+_STAMP_LE = struct.Struct('<iI').unpack_from
+_STAMP_BE = struct.Struct('>iI').unpack_from
+# Plain CDR (XCDR1) and plain CDR2 (XCDR2, final types): no parameter headers before the first field.
+_PLAIN_BE = (0x00, 0x06)
+_PLAIN_LE = (0x01, 0x07)
+HEADER_TYPE = 'std_msgs/Header'
+
+
+def header_stamp_ns(data: bytes) -> int | None:
+    """The header stamp (ns) of a serialized message whose first field is std_msgs/Header, else None."""
+    if len(data) < 12 or data[0] != 0:
+        return None
+    kind = data[1]
+    if kind in _PLAIN_LE:
+        sec, nanosec = _STAMP_LE(data, 4)
+    elif kind in _PLAIN_BE:
+        sec, nanosec = _STAMP_BE(data, 4)
+    else:
+        return None
+    return sec * 1_000_000_000 + nanosec
+
+
+def import_message_type(type_name: str):
+    """`pkg/msg/Type` -> the Python message class; ImportError/AttributeError say what is missing."""
+    parts = type_name.split('/')
+    if len(parts) != 3:
+        raise ValueError(f'message type {type_name!r} is not of the form pkg/msg/Type')
+    package, kind, name = parts
+    return getattr(importlib.import_module(f'{package}.{kind}'), name)
+
+
+def has_header(msg_class) -> bool:
+    """True when the first field of `msg_class` is a std_msgs/Header."""
+    fields = msg_class.get_fields_and_field_types()
+    first = next(iter(fields.values()), '')
+    return first == HEADER_TYPE
+
+
+def watch_qos(node: Node, topic: str, depth: int = 10) -> QoSProfile:
+    """Reliable when every publisher is reliable, else best effort (which matches any publisher)."""
+    infos = node.get_publishers_info_by_topic(topic)
+    reliable = bool(infos) and all(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos)
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                      reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+WATCH_MODES = ('poll', 'callback')
+
+
+class TopicWatch:
+    """One watched topic: subscribes raw once its type is known and feeds a `StreamStats` in O(1).
+
+    In 'poll' mode `sub_node` (a node nobody spins) owns the subscription and `drain()` must be called
+    periodically; in 'callback' mode `node` owns it and the executor delivers each message.
+    """
+
+    def __init__(self, node: Node, topic: str, stats: StreamStats, callback_group=None,
+                 depth: int = 10, clock_ns: Callable[[], int] = time.time_ns,
+                 log: Callable[[str], None] | None = None, mode: str = 'poll', sub_node: Node | None = None):
+        if mode not in WATCH_MODES:
+            raise ValueError(f'watch mode {mode!r}: use one of {", ".join(WATCH_MODES)}')
+        if mode == 'poll' and sub_node is None:
+            raise ValueError("watch mode 'poll' needs sub_node, a node that no executor spins")
+        self.node = node
+        self.sub_node = sub_node if mode == 'poll' else node
+        self.topic = topic
+        self.stats = stats
+        self.callback_group = callback_group
+        self.depth = depth
+        self.clock_ns = clock_ns
+        self.mode = mode
+        self.log = log or node.get_logger().warning
+        self.type_name: str | None = None
+        self.has_header = False
+        self.subscription = None
+        self._reported: set[str] = set()
+
+    @property
+    def subscribed(self) -> bool:
+        return self.subscription is not None
+
+    def try_subscribe(self, names_and_types: Mapping[str, Sequence[str]]) -> bool:
+        """Subscribe if the topic is in the graph now; returns whether it is subscribed."""
+        if self.subscription is not None:
+            return True
+        types = names_and_types.get(self.topic)
+        if not types:
+            return False
+        type_name = types[0]
+        if len(types) > 1:
+            self._once('types', f'{self.topic} is published with several types {list(types)}; watching '
+                                f'{type_name}')
+        try:
+            msg_class = import_message_type(type_name)
+        except (ImportError, AttributeError, ValueError) as exc:
+            self._once('import', f'cannot watch {self.topic}: its type {type_name} is not importable here '
+                                 f'({exc}); install the package that defines it')
+            return False
+        self.type_name = type_name
+        self.has_header = has_header(msg_class)
+        qos = watch_qos(self.node, self.topic, self.depth)
+        if self.mode == 'poll':
+            self.subscription = self.sub_node.create_subscription(msg_class, self.topic, _never_called, qos,
+                                                                  raw=True)
+        else:
+            self.subscription = self.node.create_subscription(
+                msg_class, self.topic, self._on_message, qos, callback_group=self.callback_group, raw=True)
+        return True
+
+    def _on_message(self, data: bytes) -> None:
+        # Only record here: O(1), no deserialization.
+        stamp = header_stamp_ns(data) if self.has_header else None
+        self.stats.record(self.clock_ns(), len(data), stamp)
+
+    def drain(self, limit: int = 100_000) -> int:
+        """Take every queued message (at most `limit`) and record it; returns how many were taken."""
+        sub = self.subscription
+        if sub is None or self.mode != 'poll':
+            return 0
+        handle, msg_type, record = sub.handle, sub.msg_type, self.stats.record
+        header = self.has_header
+        taken = 0
+        with handle:
+            while taken < limit:
+                got = handle.take_message(msg_type, True)
+                if got is None:
+                    break
+                data, info = got
+                received = info.get('received_timestamp') or self.clock_ns()
+                seq = info.get('publication_sequence_number') or None
+                gid = info.get('publisher_gid')
+                record(received, len(data), header_stamp_ns(data) if header else None, seq,
+                       gid['data'] if gid else None)
+                taken += 1
+        return taken
+
+    def publisher_count(self) -> int:
+        return self.node.count_publishers(self.topic)
+
+    def destroy(self) -> None:
+        if self.subscription is not None:
+            self.sub_node.destroy_subscription(self.subscription)
+            self.subscription = None
+
+    def _once(self, key: str, message: str) -> None:
+        if key not in self._reported:
+            self._reported.add(key)
+            self.log(message)
+
+
+def _never_called(_msg) -> None:
+    """Callback of polled subscriptions: their node is never spun, so messages are only taken by drain()."""
