@@ -1,4 +1,4 @@
-"""ResNet-50 inference: throughput and latency by batch size, per backend and optimization, beside the naive way.
+"""ResNet-50 inference: throughput and latency by batch size per backend and optimization, vs the naive way.
 
 Rows (all on the same generated ResNet-50, 224x224, ~4.09 GMAC = 8.18 GFLOP per image):
 
@@ -133,14 +133,16 @@ class Bench:
         feeds = {'images': np.random.default_rng(11).standard_normal((4, 3, 224, 224)).astype(np.float32)}
         ref = ort.infer(feeds)['logits']
         checks = {}
-        configs = {'fp32': {}, 'fp16': {'precision': 'fp16'}, 'fp16+graph': {'precision': 'fp16',
-                                                                            'cuda_graphs': True}}
+        configs = {'fp32': {}, 'fp16': {'precision': 'fp16'},
+                   'fp16 unfused': {'precision': 'fp16', 'extra': {'cudnn_fusion': False}},
+                   'fp16+graph': {'precision': 'fp16', 'cuda_graphs': True}}
         for name, kw in configs.items():
             eng = create_engine('torch', self.model_path, EngineOptions(device='cuda', **kw))
             out = to_numpy(eng.infer(feeds)['logits'])
             rel = float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
             top1 = float((out.argmax(1) == ref.argmax(1)).mean())
-            checks[name] = {'rel_l2_vs_ort_fp32': rel, 'top1_agreement': top1, 'finite': bool(np.isfinite(out).all())}
+            checks[name] = {'rel_l2_vs_ort_fp32': rel, 'top1_agreement': top1,
+                            'finite': bool(np.isfinite(out).all())}
             print(f'CHECK {name}: rel L2 {rel:.2e}, top-1 agreement {top1:.2f}', flush=True)
             eng.close()
         self.results['correctness'] = checks
@@ -227,20 +229,28 @@ class Bench:
         from isaac_perf.core.engines.factory import create_engine
         torch = self.torch
         max_b = max(self.args.batches)
-        configs = [('torch fp32', {}), ('torch fp16', {'precision': 'fp16'}),
-                   ('torch fp16+graph', {'precision': 'fp16', 'cuda_graphs': True})]
-        for variant, kw in configs:
-            eng = create_engine('torch', self.model_path,
-                                EngineOptions(device='cuda', max_batch_size=max_b, extra={'zero_copy': True}, **kw))
+        nofuse = {'cudnn_fusion': False}
+        configs = [('torch fp32', {}, {}),
+                   ('torch fp16 unfused', {'precision': 'fp16'}, nofuse),
+                   ('torch fp16+graph unfused', {'precision': 'fp16', 'cuda_graphs': True}, nofuse),
+                   ('torch fp16', {'precision': 'fp16'}, {}),
+                   ('torch fp16+graph', {'precision': 'fp16', 'cuda_graphs': True}, {})]
+        for variant, kw, extra in configs:
+            opts = EngineOptions(device='cuda', max_batch_size=max_b, extra={'zero_copy': True, **extra},
+                                 **kw)
+            eng = create_engine('torch', self.model_path, opts)
+            print(f'ENGINE {variant}: {eng.describe()}', flush=True)
             for b in self.args.batches:
                 if variant == 'torch fp32' and b > 64 and not self.args.full_fp32:
                     continue
+                if variant.endswith('unfused') and b not in (1, 8, 64, max_b):
+                    continue  # the comparison points; the fused rows cover every size
                 self._time_engine(eng, variant, b)
             eng.close()
             torch.cuda.empty_cache()
 
     def e2e(self) -> None:
-        """Batch 1 from a camera frame: uint8 640x480 rgb8 -> GPU preprocess -> FP16 graph -> top-5 on host."""
+        """Camera frames to top-5: uint8 640x480 rgb8 -> GPU preprocess -> FP16 graph -> top-5 on host."""
         from isaac_perf.core.engines.factory import create_engine
         from isaac_perf.core.postprocess import topk
         from isaac_perf.core.preprocess import PreprocessConfig, TorchPreprocessor
@@ -263,9 +273,9 @@ class Bench:
                     walls.append((time.perf_counter() - t0) * 1e3)
                     pre_ms.append((t1 - t0) * 1e3)
             med = statistics.median(walls)
-            self.row(variant='e2e rgb8 640x480 -> gpu preprocess -> fp16+graph -> top5', backend='torch', batch=b,
-                     wall_ms=med, wall_p99_ms=_pct(walls, 99), preprocess_enqueue_ms=statistics.median(pre_ms),
-                     img_s=b * 1e3 / med)
+            self.row(variant='e2e rgb8 640x480 -> gpu preprocess -> fp16+graph -> top5', backend='torch',
+                     batch=b, wall_ms=med, wall_p99_ms=_pct(walls, 99),
+                     preprocess_enqueue_ms=statistics.median(pre_ms), img_s=b * 1e3 / med)
         eng.close()
 
     def profile(self) -> None:
@@ -300,10 +310,12 @@ class Bench:
             total = sum(kernels.values())
             top = sorted(kernels.items(), key=lambda kv: -kv[1])[:12]
             out[f'b{b}{"_graph" if graphs else ""}'] = {
-                'kernel_ms_per_batch': total, 'by_category_ms': dict(sorted(cats.items(), key=lambda kv: -kv[1])),
+                'kernel_ms_per_batch': total,
+                'by_category_ms': dict(sorted(cats.items(), key=lambda kv: -kv[1])),
                 'top_kernels_ms': [(k[:120], v) for k, v in top]}
             print(f'PROFILE b{b} graphs={graphs}: kernel time {total:.3f} ms/batch; '
-                  + ', '.join(f'{c} {v:.3f}' for c, v in sorted(cats.items(), key=lambda kv: -kv[1])), flush=True)
+                  + ', '.join(f'{c} {v:.3f}' for c, v in sorted(cats.items(), key=lambda kv: -kv[1])),
+                  flush=True)
             for k, v in top[:8]:
                 print(f'   {v:8.3f} ms  {k[:110]}', flush=True)
             eng.close()
@@ -335,11 +347,13 @@ class Bench:
             a, r = to_numpy(eng.infer(feeds)['logits']), to_numpy(ref_eng.infer(feeds)['logits'])
             rel = float(np.linalg.norm(a - r) / np.linalg.norm(r))
             ref_eng.close()
-            extra = {'compile_s': eng.compile_seconds[b], 'engine_create_s': build_s, 'rel_l2_vs_eager_fp16': rel}
+            extra = {'compile_s': eng.compile_seconds[b], 'engine_create_s': build_s,
+                     'rel_l2_vs_eager_fp16': rel}
             self._time_engine(eng, f'torch fp16 aoti-{mode}', b, extra)
             eng.close()
             t0 = time.perf_counter()
-            eng = create_engine('torch', self.model_path, dataclass_replace(opts, cuda_graphs=True), log=logs.append)
+            eng = create_engine('torch', self.model_path, dataclass_replace(opts, cuda_graphs=True),
+                                log=logs.append)
             reload_s = time.perf_counter() - t0
             self._time_engine(eng, f'torch fp16 aoti-{mode}+graph', b, {'cached_reload_s': reload_s})
             eng.close()
@@ -392,7 +406,8 @@ def main(argv=None) -> int:
     ap.add_argument('--stages', default='ceiling,correctness,naive,ort,torch,e2e,profile')
     ap.add_argument('--batches', type=lambda s: tuple(int(x) for x in s.split(',')), default=DEFAULT_BATCHES)
     ap.add_argument('--ort-batches', type=lambda s: tuple(int(x) for x in s.split(',')), default=(1, 8, 32))
-    ap.add_argument('--compile', type=lambda s: tuple(s.split(',')), default=('default:1', 'max-autotune:256'),
+    ap.add_argument('--compile', type=lambda s: tuple(s.split(',')),
+                    default=('default:1', 'max-autotune:256'),
                     help='mode:batch pairs for the compile stage')
     ap.add_argument('--iters', type=int, default=200)
     ap.add_argument('--stream-iters', type=int, default=200)
@@ -406,8 +421,9 @@ def main(argv=None) -> int:
     if not bench.cuda:
         print('no CUDA GPU: only the onnxruntime CPU rows run', flush=True)
         stages = [s for s in stages if s == 'ort']
-    steps = {'ceiling': bench.ceiling, 'correctness': bench.correctness, 'naive': bench.naive, 'ort': bench.ort,
-             'torch': bench.torch_rows, 'e2e': bench.e2e, 'profile': bench.profile, 'compile': bench.compile_rows}
+    steps = {'ceiling': bench.ceiling, 'correctness': bench.correctness, 'naive': bench.naive,
+             'ort': bench.ort, 'torch': bench.torch_rows, 'e2e': bench.e2e, 'profile': bench.profile,
+             'compile': bench.compile_rows}
     for s in stages:
         t0 = time.perf_counter()
         try:

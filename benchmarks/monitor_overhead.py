@@ -118,7 +118,13 @@ def role_naive(args) -> None:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     _spin_until_signal(executor)
-    print(json.dumps({'received': counts}), flush=True)
+    end = time.monotonic()
+    # Arrival rate over the last `window` seconds (the orchestrator's measuring window).
+    rates = {}
+    for topic, t in times.items():
+        recent = [x for x in t if x > end - args.window]
+        rates[topic] = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 else 0.0
+    print(json.dumps({'received': counts, 'rate_hz': rates}), flush=True)
     rclpy.try_shutdown()
 
 
@@ -148,7 +154,8 @@ def role_monitor(args) -> None:
     topics = [f'/bench/t{i}' for i in range(args.topics)]
     node = PerfMonitor(parameter_overrides=[
         Parameter('watched_topics', value=topics), Parameter('watch_mode', value=args.mode),
-        Parameter('watch_depth', value=200)])
+        Parameter('watch_depth', value=200), Parameter('window_s', value=args.window),
+        Parameter('ring_capacity', value=int(args.window * 2000) + 16)])
     executor = MultiThreadedExecutor(num_threads=2)
     executor.add_node(node)
     _spin_until_signal(executor)
@@ -192,7 +199,7 @@ def cpu_seconds(proc: psutil.Process) -> float:
 
 
 def measure(name: str, role: str, env: dict, warmup_s: float, duration_s: float, **opts) -> dict:
-    proc = spawn(role, env, **opts)
+    proc = spawn(role, env, window=duration_s, **opts)
     ps = psutil.Process(proc.pid)
     time.sleep(warmup_s)
     c0, t0 = cpu_seconds(ps), time.monotonic()
@@ -200,11 +207,11 @@ def measure(name: str, role: str, env: dict, warmup_s: float, duration_s: float,
     c1, t1 = cpu_seconds(ps), time.monotonic()
     rss_mib = ps.memory_info().rss / 2**20
     result = stop(proc)
-    received = sum(result.get('received', {}).values())
+    rate = sum(v for v in result.get('rate_hz', {}).values() if v == v)   # NaN-safe sum
     row = {'watcher': name, 'topics': opts.get('topics', 0), 'cpu_s': c1 - c0, 'wall_s': t1 - t0,
            'cpu_percent': 100.0 * (c1 - c0) / (t1 - t0), 'rss_mib': rss_mib,
-           'received_total': received, 'details': result}
-    print(f'  {name:<22} cpu {row["cpu_percent"]:6.1f} % of a core  ({received} msgs in total)', flush=True)
+           'received_msgs_per_s': rate, 'details': result}
+    print(f'  {name:<22} cpu {row["cpu_percent"]:6.1f} % of a core, receiving {rate:.0f} msgs/s', flush=True)
     return row
 
 
@@ -223,16 +230,22 @@ def scenario(title: str, kind: str, rate: float, topics: int, watchers: list, en
             'published_per_topic': published, 'rows': rows}
 
 
+def cpu_per_message_us(row: dict) -> float:
+    rate = row['received_msgs_per_s']
+    return 1e6 * row['cpu_s'] / (rate * row['wall_s']) if rate > 0 else float('nan')
+
+
 def print_table(result: dict) -> None:
     rows = {r['watcher']: r for r in result['rows']}
     naive1 = rows.get('naive x1')
     print(f'\n{result["title"]}')
-    print(f'{"watcher":<22}{"topics":>7}{"CPU % core":>12}{"vs naive x1":>13}{"msgs/s":>10}{"RSS MiB":>9}')
+    print(f'{"watcher":<22}{"topics":>7}{"CPU % core":>12}{"vs naive x1":>13}{"msgs/s":>10}'
+          f'{"CPU us/msg":>12}{"RSS MiB":>9}')
     for r in result['rows']:
         ratio = r['cpu_s'] / naive1['cpu_s'] if naive1 and naive1['cpu_s'] > 0 else float('nan')
-        rate = r['received_total'] / (r['wall_s'] + 0.0)
+        rate = r['received_msgs_per_s']
         print(f'{r["watcher"]:<22}{r["topics"]:>7}{r["cpu_percent"]:>12.1f}{ratio:>12.2f}x'
-              f'{rate:>10.0f}{r["rss_mib"]:>9.0f}')
+              f'{rate:>10.0f}{cpu_per_message_us(r):>12.1f}{r["rss_mib"]:>9.0f}')
 
 
 def main() -> None:
@@ -244,6 +257,7 @@ def main() -> None:
     parser.add_argument('--rate', type=float, default=1000.0)
     parser.add_argument('--topics', type=int, default=4)
     parser.add_argument('--mode', default='poll')
+    parser.add_argument('--window', type=float, default=10.0, help='(child) seconds the reported rate covers')
     parser.add_argument('--duration', type=float, default=10.0, help='measuring window per watcher (s)')
     parser.add_argument('--warmup', type=float, default=4.0, help='seconds before measuring (discovery)')
     parser.add_argument('--skip-image', action='store_true')
@@ -279,7 +293,11 @@ def main() -> None:
             rows['monitor callback']['cpu_s'] / rows['naive x1']['cpu_s'],
         'monitor_poll_vs_naive_4_topics': rows['monitor poll']['cpu_s'] / rows['naive x4']['cpu_s'],
         'target_met': rows['monitor poll']['cpu_s'] < rows['naive x1']['cpu_s'],
+        'cpu_us_per_msg': {name: cpu_per_message_us(r) for name, r in rows.items() if name != 'idle'},
     }
+    if len(results) > 1:
+        image = {r['watcher']: r for r in results[1]['rows']}
+        summary['image_monitor_vs_naive'] = image['monitor poll']['cpu_s'] / image['naive x1']['cpu_s']
     print('\n' + json.dumps(summary, indent=1))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

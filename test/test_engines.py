@@ -51,6 +51,8 @@ def test_onnxruntime_and_torch_cpu_agree(which, request):
     assert ort_engine.inputs == torch_engine.inputs and ort_engine.outputs == torch_engine.outputs
     assert ort_engine.inputs[0].dynamic_batch
     assert torch_engine.folded_bn == (53 if which == 'resnet' else 9)  # every BN folded into its conv
+    # conv+relu and conv+add+relu chains: 1 stem + 16 blocks x 3 in ResNet-50; 9 in the detector
+    assert torch_engine.fused_convs == (49 if which == 'resnet' else 9)
     for batch in (1, 3):
         feeds = _feeds(ort_engine, batch, seed=batch)
         ref = ort_engine.infer(feeds)

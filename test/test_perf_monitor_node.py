@@ -194,3 +194,22 @@ def test_invalid_start_up_parameters_raise_with_the_reason(ros_context):
     with pytest.raises(ValueError, match='expected_rates_hz'):
         PerfMonitor(context=ros_context, parameter_overrides=overrides(
             watched_topics=['/a', '/b', '/c'], expected_rates_hz=[1.0, 2.0]))
+
+
+def test_config_file_lists_every_parameter_at_its_default():
+    from pathlib import Path
+
+    import yaml
+
+    from isaac_perf.nodes.perf_monitor import PARAMS
+    config = Path(__file__).resolve().parents[1] / 'config' / 'perf_monitor.yaml'
+    text = config.read_text()
+    values = yaml.safe_load(text)['/**']['ros__parameters']
+    for spec in PARAMS:
+        if spec.default == []:
+            assert f'# {spec.name}: []' in text     # a params file cannot hold an empty list
+        else:
+            assert values[spec.name] == spec.default, spec.name
+    assert set(values) <= {s.name for s in PARAMS}
+    doc = (Path(__file__).resolve().parents[1] / 'docs' / 'monitor.md').read_text()
+    assert all(f'`{s.name}' in doc for s in PARAMS)

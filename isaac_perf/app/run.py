@@ -128,10 +128,8 @@ def pipeline_params(config: str | Path, backend: str | None = None, model: str |
     infer_values = {s.name: s.default for s in inference.PARAMS}
     infer_values.update(infer)
     results = inference.output_topics(infer_values)
-    watched = list(monitor.get('watched_topics') or [])
-    for topic in topics + results:
-        if topic not in watched:
-            watched.append(topic)
+    watched = topics + results
+    watched += [t for t in monitor.get('watched_topics') or [] if t and t not in watched]  # the file's extras
     monitor['watched_topics'] = watched
     rate_hz = float(source.get('rate_hz', 30.0))
     monitor['expected_rates_hz'] = [rate_hz if t in topics else 0.0 for t in watched]
@@ -323,13 +321,16 @@ def run_pipeline(params: dict[str, dict[str, Any]], duration_s: float, context: 
             pass  # Ctrl-C ends the run early; the report still comes
         elapsed = time.monotonic() - started
         executor.remove_node(source)  # stop the cameras, let frames in flight finish
-        _wait(lambda: not inference._pending(), 2.0, None)
-        time.sleep(0.3)
+        # Frames still queued or being inferred are let finish, so every received frame is accounted for.
+        _wait(lambda: inference.frames_received <= inference.frames_processed + inference.drops.total,
+              5.0, None)
+        time.sleep(0.2)  # the last results and stage reports reach the collector
         report = _report(collector, source, inference, monitor_node, start_counts, elapsed, params)
     finally:
         spinning.clear()
         if spin_thread is not None:
             spin_thread.join(timeout=10)
+        _drain(executor, 10.0)
         executor.shutdown(timeout_sec=5)
         for node in reversed(nodes):
             node.destroy_node()
@@ -346,6 +347,19 @@ def _spin(executor: Any, spinning: threading.Event) -> None:
             if not spinning.is_set():
                 return
             print(f'executor: {type(exc).__name__}: {exc}', file=sys.stderr)
+
+
+def _drain(executor: Any, timeout_s: float) -> None:
+    """Let callbacks still running on the executor's threads finish before it is shut down.
+
+    MultiThreadedExecutor.spin_once hands callbacks to a thread pool and returns; one that finishes after
+    shutdown() touches the executor's destroyed guard condition and leaves an 'exception never
+    retrieved' line on stderr. rclpy keeps those tasks in `_futures` (not public API, hence getattr).
+    """
+    deadline = time.monotonic() + timeout_s
+    for future in list(getattr(executor, '_futures', [])):
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.01)
 
 
 def _wait(predicate: Callable[[], bool], timeout_s: float, stop: threading.Event | None) -> bool:
@@ -398,6 +412,7 @@ def _report(collector: Collector, source: Any, inference: Any, monitor: Any, sta
         'task': getattr(runner, 'task', ''),
         'frames_published': delta['published'], 'frames_received': delta['received'],
         'frames_processed': delta['processed'], 'results_received': snap['results_received'],
+        'frames_in_flight': delta['received'] - delta['processed'] - delta['dropped'],
         'fps': collector.fps(), 'input_fps': delta['published'] / elapsed if elapsed > 0 else math.nan,
         'latency_ms': snap['latency_ms'], 'stages_ms': snap['stages_ms'],
         'drops': {'total': delta['dropped'] + max(0, delta['published'] - delta['received']),

@@ -784,11 +784,13 @@ def plot_results(doc: Mapping[str, Any], out_dir: str | Path) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     fig, (ax_h, ax_c) = plt.subplots(1, 2, figsize=(11, 4))
-    for key, run in doc['runs'].items():
-        lat = _pooled_latencies(run)
+    pooled = {key: _pooled_latencies(run) for key, run in doc['runs'].items()}
+    every = np.concatenate([v for v in pooled.values() if v.size] or [np.zeros(1)])
+    bins = np.histogram_bin_edges(every, bins=50)  # shared bins so the runs compare bar for bar
+    for key, lat in pooled.items():
         if not lat.size:
             continue
-        ax_h.hist(lat, bins=50, alpha=0.5, label=key)
+        ax_h.hist(lat, bins=bins, alpha=0.5, label=key)
         xs = np.sort(lat)
         ax_c.plot(xs, np.arange(1, xs.size + 1) / xs.size, label=key)
     ax_h.set_xlabel('end-to-end latency (ms)')

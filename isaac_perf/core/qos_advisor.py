@@ -35,7 +35,12 @@ LIVELINESS = ('automatic', 'manual_by_topic', 'system_default', 'best_available'
 
 @dataclass(frozen=True)
 class QosSpec:
-    """A QoS profile in plain words. Durations are milliseconds; None means infinite (the ROS default)."""
+    """A QoS profile in plain words. Durations are milliseconds; None means infinite (the ROS default).
+
+    The defaults are rclpy's default profile (reliable, volatile, keep last 10, liveliness system default);
+    the stream profiles below set liveliness to automatic explicitly, since rmw cannot judge a pair where
+    both sides leave it to the middleware (a compatibility warning).
+    """
     reliability: str = 'reliable'
     durability: str = 'volatile'
     history: str = 'keep_last'
@@ -87,12 +92,13 @@ def sensor_profile(rate_hz: float, *, depth: int = 1, deadline_periods: float = 
     """Sensor frames: best effort, keep last `depth`, deadline `deadline_periods` frame periods (so one late
     frame is a deadline miss, not jitter), lifespan = the latency budget (stale frames never delivered)."""
     return QosSpec(reliability='best_effort', durability='volatile', depth=depth,
-                   deadline_ms=deadline_periods * period_ms(rate_hz), lifespan_ms=latency_budget_ms)
+                   deadline_ms=deadline_periods * period_ms(rate_hz), lifespan_ms=latency_budget_ms,
+                   liveliness='automatic')
 
 
 def results_profile(rate_hz: float, *, depth: int = 5, deadline_periods: float = 2.0) -> QosSpec:
     return QosSpec(reliability='reliable', durability='volatile', depth=depth,
-                   deadline_ms=deadline_periods * period_ms(rate_hz))
+                   deadline_ms=deadline_periods * period_ms(rate_hz), liveliness='automatic')
 
 
 def control_profile(rate_hz: float, *, deadline_periods: float = 1.2, lease_periods: float = 3.0) -> QosSpec:
@@ -103,11 +109,11 @@ def control_profile(rate_hz: float, *, deadline_periods: float = 1.2, lease_peri
 
 
 def state_profile() -> QosSpec:
-    return QosSpec(reliability='reliable', durability='transient_local', depth=1)
+    return QosSpec(reliability='reliable', durability='transient_local', depth=1, liveliness='automatic')
 
 
 def metrics_profile() -> QosSpec:
-    return QosSpec(reliability='reliable', durability='volatile', depth=10)
+    return QosSpec(reliability='reliable', durability='volatile', depth=10, liveliness='automatic')
 
 
 PROFILE_KINDS = ('sensor', 'results', 'control', 'state', 'metrics')

@@ -518,6 +518,7 @@ class RealtimeController:
         self._tried: set[tuple[tuple[Value, ...], tuple[Value, ...]]] = set()
         self._bad: set[tuple[Value, ...]] = set()
         self._memo: dict[tuple[Value, ...], PipelineState] = {}
+        self._refused: set[tuple[str, Value]] = set()  # knob values the pipeline would not take
         self.trajectory: deque[Decision] = deque(maxlen=history)
         self.changes_applied = 0
 
@@ -558,6 +559,8 @@ class RealtimeController:
 
     def _worth_trying(self, change: Change, state: PipelineState, purpose: str) -> bool:
         if not change.actuated or any(n not in self.names for n in change.new):
+            return False
+        if any((n, v) in self._refused for n, v in change.new.items()):
             return False
         here = _key(self.config or {}, self.names)
         there = _key(self._target(change), self.names)
@@ -689,11 +692,15 @@ class RealtimeController:
         self._pending = None
 
     def rejected(self, change: Change, reason: str) -> None:
-        """The pipeline refused `change` (out of range, wrong type...): never propose it again."""
+        """The pipeline refused `change` (out of range, wrong type...): never propose it again, nor (for a
+        single-knob change) that knob value from any other setting."""
         here = _key(self.config or {}, self.names)
         there = _key(self._target(change), self.names)
         self._tried.add((here, there))
         self._bad.add(there)
+        if len(change.new) == 1:
+            # one knob, one value: the value itself is what was refused (a range or a rule of the node)
+            self._refused.update(change.new.items())
         if self._pending is not None and self._pending.purpose == 'revert':
             self._probe = None  # cannot go back; carry on from where we are
         self._pending = None
@@ -704,7 +711,7 @@ class RealtimeController:
         best = min(self._memo.items(), key=lambda kv: overshoot(r, kv[1]))
         best_cfg = dict(zip(self.names, best[0], strict=True))
         needs = [f'{c.describe()} ({c.expected})' for c in advice.changes if not c.actuated]
-        text = (f'cannot meet {"; ".join(gaps(r, state)) or "the requirements"} with the knobs allowed: '
+        text = (f'cannot meet the requirements ({"; ".join(gaps(r, state))}) with the knobs allowed: '
                 f'best reached p99 {best[1].latency_p99_ms:.1f} ms at {best[1].fps:.1f} FPS with {best_cfg} '
                 f'after {self.changes_applied} changes. ')
         text += ('Would need: ' + '; '.join(needs)) if needs else (

@@ -14,8 +14,9 @@ Rules (each threshold is an argument of `analyze`):
   (the CPU waits, launches or copies while the GPU idles).
 - hot function: a sampled Python function with more than `share_threshold` of the busy samples on top.
 
-Bottlenecks are ranked by `impact_ms`, the frame time at stake (the stage mean for time share, p99 - p50
-for variance, wall - GPU for host overhead). Recommendations use the vocabulary of the seed chapter's
+Bottlenecks are ranked by `impact_ms`, the frame time at stake (the stage mean for time share, the
+standard deviation for variance, wall - GPU for host overhead, the sampled share of the frame for a hot
+function). Recommendations use the vocabulary of the seed chapter's
 best-practice catalogue (`BEST_PRACTICES`), each with the evidence that triggered it and the isaac_perf
 knob that applies it.
 """
@@ -81,6 +82,20 @@ ACTIONS: dict[str, str] = {
     'Prune unnecessary weights': 'prune and re-export the model; re-check accuracy',
     'Use model distillation': 'train a smaller student model for this task',
     'Optimize for target hardware': 'build the engine on the target GPU (engines are cached per GPU/version)',
+}
+
+# Where a practice means something specific for a kind of stage, say that instead of the generic action.
+KIND_ACTIONS: dict[tuple[str, str], str] = {
+    ('Minimize memory copies', 'postprocess'): 'decode and NMS on the GPU (decode_detections_torch) and copy '
+                                               'only the kept boxes to the host; cap pre_nms_top_k',
+    ('Batch operations when possible', 'postprocess'): 'run NMS for the whole batch in one call instead of '
+                                                       'per frame and per class',
+    ('Minimize memory copies', 'conversion'): 'view the message buffer with np.frombuffer (zero-copy) '
+                                              'instead of copying it into a new array',
+    ('Minimize memory copies', 'publish'): 'publish fewer bytes: results instead of tensors, compact '
+                                           'layouts; keep large payloads in one process',
+    ('Batch operations when possible', 'inference'): 'raise max_batch_size (inference_node) or batch '
+                                                     'cameras with stream_batcher',
 }
 
 # Which practices answer which measured cause, per kind of stage (first = most direct).
@@ -274,7 +289,7 @@ def analyze(profile: dict[str, Any], *, share_threshold: float = 0.20, cv_thresh
                 f'{frame_mean:.3f} ms; above {100 * share_threshold:.0f}%)'))
         if s.cv > cv_threshold and s.share >= min_share_for_variance:
             bottlenecks.append(Bottleneck(
-                s.name, 'high_variance', s.cv, cv_threshold, s.p99_ms - s.p50_ms,
+                s.name, 'high_variance', s.cv, cv_threshold, s.std_ms,
                 f'{s.name} varies: CV {s.cv:.2f} (std {s.std_ms:.3f} ms on mean {s.mean_ms:.3f} ms), '
                 f'p50 {s.p50_ms:.3f} ms vs p99 {s.p99_ms:.3f} ms'))
         if s.alloc_mean_bytes is not None and s.alloc_mean_bytes > alloc_threshold_bytes:
@@ -310,8 +325,10 @@ def analyze(profile: dict[str, Any], *, share_threshold: float = 0.20, cv_thresh
                 continue
             given.add((b.where, practice))
             category, description = BEST_PRACTICES[practice]
+            kind = by_name[b.where].kind if b.where in by_name else 'other'
+            action = KIND_ACTIONS.get((practice, kind), ACTIONS[practice])
             recommendations.append(Recommendation(b.where, b.cause, practice, category, description,
-                                                  ACTIONS[practice], b.evidence))
+                                                  action, b.evidence))
     sites = list(profile.get('allocation_sites') or [])
     return Report(frame=frame, stages=stats, bottlenecks=bottlenecks, recommendations=recommendations,
                   thresholds=thresholds, metadata=dict(profile.get('metadata') or {}),
@@ -336,7 +353,8 @@ def _practices_for(b: Bottleneck, s: StageStats | None, alloc_threshold_bytes: f
             return ('Use appropriate QoS settings', 'Optimize pipeline depth')
         if s is not None and s.gpu_mean_ms is not None:
             return ('Minimize synchronization points',)
-        return ('Pre-allocate memory pools', 'Profile and optimize hotspots')
+        # No allocation or GPU evidence: find out where the time goes before changing anything.
+        return ('Profile and optimize hotspots',)
     practices = _TIME_SHARE_PRACTICES.get(kind, _TIME_SHARE_PRACTICES['other'])
     if kind == 'preprocess' and s is not None and s.gpu_mean_ms is None:
         # A CPU-side preprocess: the copy-heavy part should move to the GPU after one upload.

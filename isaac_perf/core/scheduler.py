@@ -345,8 +345,8 @@ def slice_outputs(outputs: dict[str, np.ndarray], frames: list[Frame]) -> list[d
 class MultiStreamPipeline:
     """DynamicBatcher -> BatchScheduler -> post-processing -> ResultOrderer (see the module docstring)."""
 
-    def __init__(self, batcher: DynamicBatcher, scheduler: BatchScheduler, post: PostFn = slice_outputs,
-                 clock: Callable[[], int] = time.perf_counter_ns) -> None:
+    def __init__(self, batcher: DynamicBatcher, scheduler: BatchScheduler | None,
+                 post: PostFn = slice_outputs, clock: Callable[[], int] = time.perf_counter_ns) -> None:
         # push() may run on other threads (ROS callbacks) than dispatch/step (the worker): this lock makes
         # "queued" and "awaited by the orderer" one step, so a frame is never sent before it is awaited.
         self._lock = threading.Lock()
@@ -369,9 +369,26 @@ class MultiStreamPipeline:
                 self.orderer.skip(d.camera, d.seq)
         return dropped
 
+    def set_scheduler(self, scheduler: BatchScheduler | None) -> list[FrameResult]:
+        """Swap the scheduler (an engine reload): the old one finishes its batches and is closed first.
+
+        Queued frames stay in the batcher meanwhile; with None, nothing is sent until a scheduler is set.
+        Returns the results the old scheduler finished.
+        """
+        old = self.scheduler
+        results: list[FrameResult] = []
+        if old is not None and old is not scheduler:
+            self._absorb(old.wait_all())
+            results = self._ready()
+            old.close()
+        self.scheduler = scheduler
+        return results
+
     def dispatch(self, now_ns: int) -> int:
         """Send due batches while a lane has room; returns how many were sent."""
         sent = 0
+        if self.scheduler is None:
+            return 0
         while self.scheduler.has_capacity():
             with self._lock:
                 batch = self.batcher.poll(now_ns)
@@ -388,16 +405,20 @@ class MultiStreamPipeline:
     def step(self, now_ns: int) -> list[FrameResult]:
         """Dispatch what is due, collect what finished; results per camera in order (non-blocking)."""
         self.dispatch(now_ns)
-        self._absorb(self.scheduler.poll())
+        if self.scheduler is not None:
+            self._absorb(self.scheduler.poll())
         return self._ready()
 
     def wait(self, now_ns: int) -> list[FrameResult]:
         """Like `step`, but first block until the oldest batch in flight is done."""
-        self._absorb(self.scheduler.wait_one())
+        if self.scheduler is not None:
+            self._absorb(self.scheduler.wait_one())
         return self.step(now_ns)
 
     def drain(self, now_ns: int) -> list[FrameResult]:
         """Send everything queued (ignoring the delay), wait for all of it; returns every result left."""
+        if self.scheduler is None:
+            raise RuntimeError('drain needs a scheduler: set_scheduler() first')
         results = []
         with self._lock:
             batches = self.batcher.flush(now_ns)

@@ -149,7 +149,7 @@ class Constraints:
         if self.max_p99_ms is not None:
             total += _relative_over(m.latency_p99_ms, self.max_p99_ms)
         if self.min_fps is not None:
-            total += _relative_over(self.min_fps, m.throughput_fps) if m.throughput_fps > 0 else math.inf
+            total += max(0.0, self.min_fps - m.throughput_fps) / max(self.min_fps, 1e-9)
         if self.max_gpu_memory_mb is not None and not math.isnan(m.gpu_memory_mb):
             total += _relative_over(m.gpu_memory_mb, self.max_gpu_memory_mb)
         return total

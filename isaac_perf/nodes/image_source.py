@@ -215,9 +215,9 @@ class ImageSource(Node):
         if not self._cameras:
             return
         if not self._values['loop'] and self._index >= len(self._cameras[0].source):
-            self.get_logger().info(f'played all {self._index} frames once (loop is false): stopping')
-            self.destroy_timer(self._timer)
-            self._timer = None
+            if not self._timer.is_canceled():
+                self.get_logger().info(f'played all {self._index} frames once (loop is false): stopping')
+                self._timer.cancel()  # not destroyed: this callback is still using it
             return
         stamp = now.to_msg()
         encoding = self._values['encoding']

@@ -95,7 +95,7 @@ PARAMS: list[ParamSpec] = [
     ParamSpec('watch_mode', 'poll', "How watched topics are received: 'poll' drains raw subscriptions on a "
                                     "timer (cheapest), 'callback' takes one raw callback per message.",
               choices=WATCH_MODES),
-    ParamSpec('poll_period_s', 0.02, "Seconds between drains of the watched topics in 'poll' mode; "
+    ParamSpec('poll_period_s', 0.05, "Seconds between drains of the watched topics in 'poll' mode; "
                                      'watch_depth must hold one period of messages.', min=0.001, max=1.0),
     ParamSpec('watch_depth', 200, 'Queue depth (KEEP_LAST) of each watched-topic subscription.', min=1,
               max=100000),

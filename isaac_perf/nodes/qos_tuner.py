@@ -94,9 +94,9 @@ PARAMS: list[ParamSpec] = [
     ParamSpec('advise_only', False, 'Only publish and log the changes it would make; set nothing.'),
     ParamSpec('control_period_s', 0.25, 'Seconds between checks for a fresh metrics window.', min=0.01,
               max=60.0),
-    ParamSpec('settle_s', 3.0, 'Seconds after a change before metrics count; at least the monitor window_s '
+    ParamSpec('settle_s', 6.0, 'Seconds after a change before metrics count; at least the monitor window_s '
               'plus its publish_period_s, so a window holds only the new setting.', min=0.0, max=3600.0),
-    ParamSpec('cooldown_s', 3.0, 'Least seconds between two changes (a revert of a failed probe is exempt).',
+    ParamSpec('cooldown_s', 6.0, 'Least seconds between two changes (a revert of a failed probe is exempt).',
               min=0.0, max=3600.0),
     ParamSpec('headroom', 0.15, 'Hysteresis: explore for throughput only while p99 < (1 - headroom) x '
               'budget.', min=0.0, max=0.9),
@@ -505,7 +505,10 @@ class QosTuner(Node):
             self._say_once(f'type-{topic}', f'cannot watch {topic}: {exc}')
             return
         qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
-        offered = [from_qos_profile(p.qos_profile).deadline_ms for p in pubs]
+        try:
+            offered = [from_qos_profile(p.qos_profile).deadline_ms for p in pubs]
+        except ValueError:
+            offered = []
         rate = self.p['expected_rate_hz']
         if offered and all(d is not None for d in offered):
             # request no tighter than every publisher offers, or the pair would be incompatible

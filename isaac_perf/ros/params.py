@@ -51,6 +51,8 @@ def declare_params(node: Node, specs: Iterable[ParamSpec],
         if isinstance(default, (list, tuple)) and len(default) == 0:
             # An empty list has no type of its own: declare it as a string array.
             node.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, descriptor_for(spec))
+            if node.get_parameter_or(spec.name).type_ == Parameter.Type.NOT_SET:  # no override given
+                node.set_parameters([Parameter(spec.name, Parameter.Type.STRING_ARRAY, [])])
         else:
             node.declare_parameter(spec.name, list(default) if isinstance(default, tuple) else default,
                                    descriptor_for(spec))

@@ -75,22 +75,24 @@ def to_qos_profile(spec: QosSpec) -> QoSProfile:
         liveliness_lease_duration=_duration(spec.liveliness_lease_ms))
 
 
-def _name_of(table: dict[str, Any], value: Any, what: str) -> str:
+def _name_of(table: dict[str, Any], value: Any) -> str:
     for name, policy in table.items():
         if int(policy) == int(value):
             return name
-    raise ValueError(f'{what} {value!r} has no plain name (unknown policy)')
+    # UNKNOWN: what the graph reports for a policy DDS does not share (history, depth); for the
+    # compatibility rules it means the same as leaving it to the middleware
+    return 'system_default'
 
 
 def from_qos_profile(profile: QoSProfile) -> QosSpec:
     """The plain `QosSpec` of an rclpy QoSProfile (e.g. one from get_publishers_info_by_topic)."""
-    history = _name_of(_HISTORY, profile.history, 'history')
+    history = _name_of(_HISTORY, profile.history)  # endpoints from the graph: UNKNOWN
     return QosSpec(
-        reliability=_name_of(_RELIABILITY, profile.reliability, 'reliability'),
-        durability=_name_of(_DURABILITY, profile.durability, 'durability'),
+        reliability=_name_of(_RELIABILITY, profile.reliability),
+        durability=_name_of(_DURABILITY, profile.durability),
         history=history, depth=max(1, int(profile.depth)) if history == 'keep_last' else int(profile.depth),
         deadline_ms=_ms(profile.deadline), lifespan_ms=_ms(profile.lifespan),
-        liveliness=_name_of(_LIVELINESS, profile.liveliness, 'liveliness'),
+        liveliness=_name_of(_LIVELINESS, profile.liveliness),
         liveliness_lease_ms=_ms(profile.liveliness_lease_duration))
 
 

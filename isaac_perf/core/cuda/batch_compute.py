@@ -63,7 +63,8 @@ class BatchPreprocessor:
         if rgb is None:
             x = x.expand(-1, cfg.channels, -1, -1)
         else:
-            x = x[:, list(rgb)]
+            if tuple(rgb) != tuple(range(x.shape[1])):
+                x = x[:, list(rgb)]  # a gather: skipped when the channels are already R, G, B
             if cfg.channels == 1:
                 x = (x * luma).sum(1, keepdim=True)
         x = (x * (1.0 / ENCODINGS[encoding][3]) - mean) * inv_std
@@ -111,8 +112,9 @@ class EngineCompute:
             import torch
             dtype = getattr(self.engine, 'dtype', None) or getattr(torch, self.input_dtype)
             channels_last = bool(getattr(self.engine, 'channels_last', False))
-            inp = self.pre.torch(x, encoding, dtype=dtype, channels_last=channels_last)
-            return self.engine.infer_async({self.input_name: inp}, stream=stream.native)
+            with torch.inference_mode():
+                inp = self.pre.torch(x, encoding, dtype=dtype, channels_last=channels_last)
+                return self.engine.infer_async({self.input_name: inp}, stream=stream.native)
         inp = self.pre.numpy(np.asarray(x), encoding, self.input_dtype if self.input_dtype != 'bfloat16'
                              else 'float32')
         return self.engine.infer({self.input_name: inp})

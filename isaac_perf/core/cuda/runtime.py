@@ -269,17 +269,26 @@ class TorchStream(Stream):
 
 
 class TorchRuntime(Runtime):
-    """torch.cuda streams and events; pinned and device blocks are uint8 tensors (torch-native views)."""
+    """torch.cuda streams and events; pinned and device blocks are uint8 tensors (torch-native views).
+
+    `allocator='torch'` takes memory from torch's caching allocators (device) and pinned host allocator;
+    `allocator='cuda'` calls cudaMalloc / cudaHostAlloc (cuda-python) for every block and wraps it as a
+    tensor, so a pool in front of it is measured against the real driver calls (benchmarks/batching.py).
+    """
 
     name = 'torch'
     is_gpu = True
 
-    def __init__(self, device: str = 'cuda') -> None:
+    def __init__(self, device: str = 'cuda', allocator: str = 'torch') -> None:
         import torch
         if not torch.cuda.is_available():
             raise CudaError('torch has no CUDA device here; use the cpu runtime')
+        if allocator not in ('torch', 'cuda'):
+            raise ValueError(f"allocator {allocator!r}: use 'torch' or 'cuda'")
         self._torch = torch
         self.device = torch.device(device)
+        self.allocator = allocator
+        self._rt = _cudart() if allocator == 'cuda' else None
         self._streams = 0
 
     def new_stream(self) -> Stream:
@@ -293,6 +302,15 @@ class TorchRuntime(Runtime):
         _check_kind(kind)
         torch = self._torch
         n = int(nbytes)
+        rt = self._rt
+        if rt is not None and kind == 'device':
+            ptr = int(_check(rt.cudaMalloc(n), 'cudaMalloc'))
+            t = torch.as_tensor(CudaArrayRef(ptr, (n,), 'uint8'), device=self.device)
+            return Block(n, kind, t, ptr)
+        if rt is not None and kind == 'pinned':
+            ptr = int(_check(rt.cudaHostAlloc(n, rt.cudaHostAllocDefault), 'cudaHostAlloc'))
+            host = np.ctypeslib.as_array((ctypes.c_uint8 * n).from_address(ptr))
+            return Block(n, kind, torch.from_numpy(host), ptr, host)
         if kind == 'device':
             t = torch.empty(n, dtype=torch.uint8, device=self.device)
             return Block(n, kind, t, t.data_ptr())
@@ -300,8 +318,13 @@ class TorchRuntime(Runtime):
         return Block(n, kind, t, t.data_ptr(), t.numpy())
 
     def free(self, block: Block) -> None:
-        # Dropping the last reference returns the memory to torch's caching allocator (device) or to the
-        # host allocator (pinned); pools only free blocks whose fences have passed.
+        # allocator='torch': dropping the last reference returns the memory to torch's caching allocator
+        # (device) or pinned host allocator. Pools only free blocks whose fences have passed.
+        if self._rt is not None and block.handle is not None:
+            if block.kind == 'device':
+                _check(self._rt.cudaFree(block.ptr), 'cudaFree')
+            elif block.kind == 'pinned':
+                _check(self._rt.cudaFreeHost(block.ptr), 'cudaFreeHost')
         block.handle = None
         block.host = None
 
@@ -505,7 +528,7 @@ class CudaPythonRuntime(Runtime):
 # ------------------------------------------------------------------------------------------ choose
 
 
-def create_runtime(backend: str = 'auto', device: str = 'cuda') -> Runtime:
+def create_runtime(backend: str = 'auto', device: str = 'cuda', allocator: str = 'torch') -> Runtime:
     """Pick a runtime: 'auto' prefers torch, then cuda-python, then falls back to the CPU with a warning.
 
     An explicit backend that cannot start also falls back to the CPU (with a warning saying why), so a
@@ -519,7 +542,7 @@ def create_runtime(backend: str = 'auto', device: str = 'cuda') -> Runtime:
     for name in order:
         try:
             if name == 'torch':
-                return TorchRuntime(device if device.startswith('cuda') else 'cuda')
+                return TorchRuntime(device if device.startswith('cuda') else 'cuda', allocator=allocator)
             index = int(device.split(':', 1)[1]) if ':' in device else 0
             return CudaPythonRuntime(index)
         except Exception as exc:  # noqa: BLE001 - ImportError, no device, driver errors: all mean "not here"

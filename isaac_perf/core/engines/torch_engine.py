@@ -97,10 +97,15 @@ class TorchEngine(Engine):
             raise EngineError(f"cannot convert '{model_path}' to torch ({type(e).__name__}: {e}); "
                               'use backend onnxruntime for this model') from e
         self.folded_bn = int(getattr(module, 'folded_bn', 0))
+        self.fused_convs = int(getattr(module, 'fused_convs', 0))
         module = module.eval().to(self._device, self.dtype)
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
         self.module = module
+        # cuDNN conv+bias(+add)+relu in one kernel: on by default on CUDA (extra['cudnn_fusion']=False: off)
+        self.cudnn_fusion = cuda and bool(opts.extra.get('cudnn_fusion', True)) and self.fused_convs > 0
+        if self.cudnn_fusion:
+            self._check_fusion()
         self._model_sha = file_sha256(self.model_path)
         self._compiled: dict[int, Any] = {}
         self._graphs: dict[int, tuple[Any, list[Any], list[Any]]] = {}
@@ -141,6 +146,20 @@ class TorchEngine(Engine):
             return 'fp16'
         return precision
 
+    def _check_fusion(self) -> None:
+        """Turn the fused cuDNN kernels on, and off again with a warning if this cuDNN refuses them."""
+        from ..onnx_to_torch import set_cudnn_fusion
+        set_cudnn_fusion(self.module, True)
+        try:
+            with self.torch.inference_mode():
+                xs = [self._to_device(v) for v in random_feeds(self._inputs, 1).values()]
+                self._forward(self.module, xs)
+        except Exception as e:  # noqa: BLE001 - cuDNN reports unsupported fusions as RuntimeError
+            set_cudnn_fusion(self.module, False)
+            self.cudnn_fusion = False
+            log_warning(self._log, f'cuDNN fused conv+bias+relu unavailable ({str(e)[:200]}): using separate '
+                                   'kernels (slower)')
+
     # -- interface -------------------------------------------------------------------------------------------
     @property
     def inputs(self) -> list[TensorSpec]:
@@ -166,6 +185,7 @@ class TorchEngine(Engine):
         return {'backend': self.backend, 'device': self.device, 'precision': self.precision,
                 'channels_last': self.channels_last, 'cuda_graphs': self.use_graphs,
                 'compiled_batch_sizes': sorted(self._compiled), 'folded_bn': self.folded_bn,
+                'fused_convs': self.fused_convs, 'cudnn_fusion': self.cudnn_fusion,
                 'captured_batch_sizes': sorted(self._graphs), 'torch': self.torch.__version__}
 
     def _to_device(self, x: Any):
@@ -285,9 +305,14 @@ class TorchEngine(Engine):
                                + (' - max-autotune takes minutes' if mode == 'max-autotune' else ''))
         t0 = time.perf_counter()
         example = tuple(self._to_device(v) for v in random_feeds(self._inputs, batch).values())
+        from ..onnx_to_torch import set_cudnn_fusion
         try:
+            # Inductor fuses the element-wise ops itself and AOTInductor has no C shim for the cuDNN fused
+            # ops, so the exported graph uses the plain conv + relu form.
+            set_cudnn_fusion(self.module, False)
             with torch.inference_mode(False), torch.no_grad():
                 ep = torch.export.export(self.module, example)
+            set_cudnn_fusion(self.module, self.cudnn_fusion)
             configs = {'max_autotune': True} if mode == 'max-autotune' else {}
             os.makedirs(os.path.dirname(path), exist_ok=True)
             fd, tmp = tempfile.mkstemp(suffix='.pt2', dir=os.path.dirname(path))
@@ -300,6 +325,7 @@ class TorchEngine(Engine):
                     os.unlink(tmp)
             runner = torch._inductor.aoti_load_package(path)
         except Exception as e:  # noqa: BLE001 - no compiler, unsupported op...: eager still works
+            set_cudnn_fusion(self.module, self.cudnn_fusion)
             log_warning(self._log, f'AOTInductor compilation failed ({type(e).__name__}: {str(e)[:300]}): '
                                    f'batch {batch} runs eagerly')
             return self.module
