@@ -30,7 +30,7 @@ for s in $steps; do
     gputests) step gputests python3 -m pytest -q -m gpu -p no:cacheprovider test ;;
     inference) step inference python3 benchmarks/inference.py "${quick[@]}" --out "$out/r/inference.json" ;;
     gpu_sampler) step gpu_sampler python3 benchmarks/gpu_sampler.py --out "$out/r/gpu_sampler.json" ;;
-    monitor) step monitor python3 benchmarks/monitor_overhead.py "${quick[@]}" --out "$out/r/monitor_overhead.json" ;;
+    monitor) step monitor python3 benchmarks/monitor_overhead.py --out "$out/r/monitor_overhead.json" ;;
     batching) step batching python3 benchmarks/batching.py "${quick[@]}" --out "$out/r/batching.json" ;;
     pipeline) step pipeline python3 benchmarks/pipeline.py "${quick[@]}" --out "$out/r/pipeline.json" ;;
     tuning) step tuning python3 benchmarks/tuning.py "${quick[@]}" --out "$out/r/tuning.json" ;;

@@ -251,10 +251,14 @@ class Collector:
 def run_pipeline(params: dict[str, dict[str, Any]], duration_s: float, context: Any = None,
                  monitor: bool = True, load_timeout_s: float = 300.0,
                  on_tick: Callable[[dict[str, Any]], None] | None = None,
-                 stop: threading.Event | None = None) -> dict[str, Any]:
+                 stop: threading.Event | None = None, inference_factory: Callable[..., Any] | None = None,
+                 source_factory: Callable[..., Any] | None = None) -> dict[str, Any]:
     """Compose the nodes, run for `duration_s` after the engine is ready, and return the report dict.
 
     `on_tick` gets a live summary about once a second; `stop` ends the run early (Ctrl-C).
+    `inference_factory` / `source_factory` replace InferenceNode / ImageSource (benchmarks use them for
+    the naive node and for a camera in another process); they are called with `context` and
+    `parameter_overrides`, and a source that is not a Node is not added to the executor.
     """
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
@@ -275,8 +279,8 @@ def run_pipeline(params: dict[str, dict[str, Any]], duration_s: float, context: 
     spin_thread = None
     report: dict[str, Any] = {}
     try:
-        inference = InferenceNode(context=context,
-                                  parameter_overrides=to_overrides(params['inference_node']))
+        inference = (inference_factory or InferenceNode)(
+            context=context, parameter_overrides=to_overrides(params['inference_node']))
         nodes.append(inference)
         collector_node = Node('isaac_perf_run', context=context, start_parameter_services=False)
         nodes.append(collector_node)
@@ -303,12 +307,14 @@ def run_pipeline(params: dict[str, dict[str, Any]], duration_s: float, context: 
                                            parameter_overrides=to_overrides(params['perf_monitor']))
                 nodes.append(monitor_node)
                 executor.add_node(monitor_node)
-        source = ImageSource(context=context, parameter_overrides=to_overrides(params['image_source']))
+        source = (source_factory or ImageSource)(
+            context=context, parameter_overrides=to_overrides(params['image_source']))
         nodes.append(source)
         start_counts = _counts(source, inference)
         collector.reset()
         started = time.monotonic()
-        executor.add_node(source)
+        if isinstance(source, Node):
+            executor.add_node(source)
         next_tick = started + 1.0
         try:
             while not stop.is_set() and (duration_s <= 0 or time.monotonic() - started < duration_s):
@@ -320,7 +326,10 @@ def run_pipeline(params: dict[str, dict[str, Any]], duration_s: float, context: 
         except KeyboardInterrupt:
             pass  # Ctrl-C ends the run early; the report still comes
         elapsed = time.monotonic() - started
-        executor.remove_node(source)  # stop the cameras, let frames in flight finish
+        if isinstance(source, Node):
+            executor.remove_node(source)  # stop the cameras, let frames in flight finish
+        else:
+            source.stop()
         # Frames still queued or being inferred are let finish, so every received frame is accounted for.
         _wait(lambda: inference.frames_received <= inference.frames_processed + inference.drops.total,
               5.0, None)
@@ -405,7 +414,7 @@ def _report(collector: Collector, source: Any, inference: Any, monitor: Any, sta
     sp = params['image_source']
     report = {
         'duration_s': round(elapsed, 3),
-        'cameras': len(source._cameras), 'rate_hz': sp.get('rate_hz'),
+        'cameras': source.camera_count, 'rate_hz': sp.get('rate_hz'),
         'width': sp.get('width'), 'height': sp.get('height'),
         'backend': getattr(engine, 'backend', ''), 'device': str(getattr(engine, 'device', '')),
         'model': params['inference_node'].get('model') or params['inference_node'].get('model_file_path'),

@@ -130,6 +130,10 @@ class ImageSource(Node):
             f"{self._values['rate_hz']:g} Hz, {self._values['width']}x{self._values['height']} "
             f"{self._values['encoding']}, source={self._values['source']}")
 
+    @property
+    def camera_count(self) -> int:
+        return len(self._cameras)
+
     # -- set-up -------------------------------------------------------------------------------------
 
     def _open_sources(self) -> None:

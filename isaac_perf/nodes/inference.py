@@ -90,6 +90,9 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('max_batch_size', 4, 'Most frames run as one batch (and the engine profile maximum).',
               min=1, max=256),
     ParamSpec('enable_fp16', False, 'Run in FP16 where the backend can (torch, TensorRT).'),
+    ParamSpec('cuda_graphs', False, 'torch backend on a GPU: replay one captured CUDA graph per batch size.'),
+    ParamSpec('torch_compile', 'none', 'torch backend on a GPU: AOTInductor compilation, cached on disk.',
+              choices=('none', 'default', 'max-autotune')),
     ParamSpec('input_tensor_names', [''], "The model's input tensor names, checked at load; [''] = take "
               "the model's."),
     ParamSpec('output_tensor_names', [''], "The model's output tensor names, checked at load; [''] = take "
@@ -120,8 +123,8 @@ PARAMS: tuple[ParamSpec, ...] = (
 )
 
 _RELOAD_KEYS = {'model', 'model_file_path', 'engine_file_path', 'force_engine_update', 'backend', 'device',
-                'max_batch_size', 'enable_fp16', 'input_tensor_names', 'output_tensor_names', 'input_width',
-                'input_height', 'resize', 'task'}
+                'max_batch_size', 'enable_fp16', 'cuda_graphs', 'torch_compile', 'input_tensor_names',
+                'output_tensor_names', 'input_width', 'input_height', 'resize', 'task'}
 _IO_KEYS = {'input_topics', 'output_topic', 'input_qos', 'output_qos', 'queue_depth'}
 
 
@@ -488,6 +491,7 @@ class InferenceNode(Node):
         options = EngineOptions(
             device=v['device'], precision='fp16' if v['enable_fp16'] else 'fp32',
             max_batch_size=v['max_batch_size'], force_rebuild=v['force_engine_update'],
+            cuda_graphs=v['cuda_graphs'], compile=v['torch_compile'],
             input_names=_names(v['input_tensor_names']), output_names=_names(v['output_tensor_names']),
             extra={'engine_file_path': v['engine_file_path'], 'verbose': v['verbose']})
         started = time.monotonic()
@@ -501,7 +505,11 @@ class InferenceNode(Node):
                     max_detections=v['max_detections'], input_size=(v['input_width'], v['input_height']),
                     log=warn)
                 if v['warmup_iterations']:
-                    engine.warmup((1,), v['warmup_iterations'])
+                    # Every batch size the worker can form (GPU: one CUDA graph / kernel choice each).
+                    sizes = tuple(range(1, runner.max_batch + 1)) if runner.on_gpu else \
+                        tuple(sorted({1, runner.max_batch}))
+                    engine.warmup(sizes if not runner.static_batch else (runner.static_batch,),
+                                  v['warmup_iterations'])
             except BaseException:
                 engine.close()
                 raise
