@@ -9,12 +9,12 @@ the arguments below override it) and publishes /camera_{i}/detections plus ~/sta
 perf_monitor picks up by name. Written against launch / launch_ros's documented API (LaunchDescription,
 DeclareLaunchArgument, OpaqueFunction, launch_ros.actions.Node).
 """
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from isaac_perf.core.paths import config_file
-from launch import LaunchDescription
 
 ARGUMENTS = {
     'num_cameras': ('8', 'Cameras published by image_source and batched by stream_batcher.'),

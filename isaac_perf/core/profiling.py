@@ -464,7 +464,7 @@ class SamplingResult:
 
 # Leaf functions of a thread that is waiting, not working (an idle executor, a sleeping publisher).
 IDLE_LEAVES = frozenset({'wait', 'select', 'poll', 'epoll', 'sleep', '_wait_for_ready_callbacks', 'accept',
-                         'recv', 'recv_into'})
+                         'recv', 'recv_into', '_wait_for_tstate_lock'})
 
 
 def _function_name(label: str) -> str:
