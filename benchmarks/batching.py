@@ -29,7 +29,7 @@ share of upload time hidden under compute is reported.
 Physical floor: max(FLOPs / measured FP16 matmul rate, frame bytes / measured pinned H2D bandwidth).
 
 Usage:  python3 benchmarks/batching.py --out results/batching.json          (GPU machine)
-        python3 benchmarks/batching.py --quick                              (any machine, CPU)
+        python3 benchmarks/batching.py --quick                              (short; runs on a CPU too)
 """
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ import os
 import platform
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ from isaac_perf.core import models  # noqa: E402
 from isaac_perf.core.batching import NS_PER_MS, BatchPolicy, DynamicBatcher, Frame  # noqa: E402
 from isaac_perf.core.cuda.batch_compute import BatchPreprocessor, EngineCompute  # noqa: E402
 from isaac_perf.core.cuda.pools import BufferPool, device_pool, host_pool  # noqa: E402
-from isaac_perf.core.cuda.runtime import CpuRuntime, Runtime, create_runtime  # noqa: E402
+from isaac_perf.core.cuda.runtime import Runtime, create_runtime  # noqa: E402
 from isaac_perf.core.cuda.streams import EventTrace, copy_compute_overlap  # noqa: E402
 from isaac_perf.core.engines.base import EngineOptions, to_numpy  # noqa: E402
 from isaac_perf.core.engines.factory import create_engine  # noqa: E402
@@ -291,16 +292,20 @@ def time_pairs(fn, iters: int) -> dict[str, float]:
     return {'median_us': pct(xs, 50), 'p99_us': pct(xs, 99), 'iters': iters}
 
 
+def raw_cuda_runtime() -> Runtime | None:
+    """The torch runtime with cudaMalloc / cudaHostAlloc per block (None without cuda-python)."""
+    rt = create_runtime('torch', allocator='cuda')
+    if getattr(rt, 'allocator', '') != 'cuda':
+        print('cuda-python unavailable: the raw cudaMalloc/cudaHostAlloc rows are skipped', flush=True)
+        return None
+    return rt
+
+
 def pool_microbench(runtime: Runtime, sizes: dict[str, int], quick: bool) -> list[dict[str, Any]]:
     rows = []
     n_raw = 20 if quick else 100
     n_pool = 200 if quick else 5000
-    rt_cuda = None
-    if runtime.is_gpu:
-        try:
-            rt_cuda = create_runtime('torch', allocator='cuda')  # cudaMalloc / cudaHostAlloc per block
-        except Exception as exc:  # noqa: BLE001 - no cuda-python: the raw rows are skipped
-            print(f'cuda-python unavailable ({exc}): raw cudaMalloc rows skipped', flush=True)
+    rt_cuda = raw_cuda_runtime() if runtime.is_gpu else None
     for label, n in sizes.items():
         kinds = ('pinned', 'device') if runtime.is_gpu else ('host', 'device')
         for kind in kinds:
@@ -404,7 +409,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument('--out', default='results/batching.json')
     ap.add_argument('--trace-out', default='', help='chrome://tracing JSON (default: next to --out)')
     ap.add_argument('--plot-out', default='', help='PNG of the trace (default: next to --out)')
-    ap.add_argument('--quick', action='store_true', help='CPU-sized run (onnxruntime, tiny input, 1 s each)')
+    ap.add_argument('--quick', action='store_true', help='short runs (1 s each, no sweep); on a machine '
+                    'without CUDA the model input is 32x32 (onnxruntime)')
     ap.add_argument('--cameras', type=int, default=8)
     ap.add_argument('--width', type=int, default=640)
     ap.add_argument('--height', type=int, default=480)
@@ -424,9 +430,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.duration, args.warmup = min(args.duration, 1.0), min(args.warmup, 0.3)
         args.sweep = ''
 
-    runtime = create_runtime('auto') if not args.quick else CpuRuntime()
+    runtime = create_runtime('auto')  # torch on a GPU; the CPU fallback elsewhere
     gpu = runtime.is_gpu
-    image = 32 if args.quick else 224
+    image = 224 if gpu else 32  # the CPU run only exercises the code: a 32x32 ResNet-50 keeps it short
     model_path = str(models.build_resnet50(image_size=image, cache_dir=args.model_dir))
     flops = models.model_flops(model_path)
     if gpu:
@@ -515,16 +521,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for row in results['pool_microbench']:
         print(f"{row['size']:>5} {row['kind']:>6} {row['method']:<28} {row['median_us']:10.1f} us median  "
               f"{row['p99_us']:10.1f} us p99", flush=True)
-    if gpu:
+    raw_rt = raw_cuda_runtime() if gpu else None
+    if raw_rt is not None:
         try:
-            raw_rt = create_runtime('torch', allocator='cuda')
             for label, cache in (('pools', None), ('no pools (cudaMalloc/cudaHostAlloc per buffer)', 0)):
                 r = pipe(args.streams, big, depth, rt=raw_rt, host=host_pool(raw_rt, max_cached_bytes=cache),
                          device=device_pool(raw_rt, max_cached_bytes=cache))
                 record(f'c {label}', 'max', measure(r, args.max_fps, depth), streams=args.streams,
                        max_batch=big, allocator='cuda-python')
-        except Exception as exc:  # noqa: BLE001 - cuda-python missing: say so, keep the rest
-            print(f'end-to-end pool comparison skipped: {exc}', flush=True)
+        except Exception as exc:  # noqa: BLE001 - a failure here must not lose the other sections
+            traceback.print_exc()
+            print(f'end-to-end pool comparison failed: {exc}', flush=True)
 
     # Event trace of mode c: copy/compute overlap.
     trace = EventTrace(runtime)

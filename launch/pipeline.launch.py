@@ -9,11 +9,10 @@ it. The topic wiring (the inference node subscribes every camera; the monitor wa
 the result topics, expecting rate_hz) is computed by the same function `isaac-perf run` uses
 (isaac_perf.app.run.pipeline_params), so both ways of starting the pipeline run the same graph.
 """
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
-
-from launch import LaunchDescription
 
 ARGUMENTS = {
     'params_file': ('', 'Params file for all nodes; empty = config/pipeline.yaml of isaac_perf.'),

@@ -34,7 +34,7 @@ for s in $steps; do
     batching) step batching python3 benchmarks/batching.py "${quick[@]}" --out "$out/r/batching.json" ;;
     pipeline) step pipeline python3 benchmarks/pipeline.py "${quick[@]}" --out "$out/r/pipeline.json" ;;
     tuning) step tuning python3 benchmarks/tuning.py "${quick[@]}" --out "$out/r/tuning.json" ;;
-    exercise1) step exercise1 python3 benchmarks/exercise1.py "${quick[@]}" --out "$out/r/exercise1.json" ;;
+    exercise1) step exercise1 python3 benchmarks/exercise1.py "${quick[@]}" --out "$out/r/exercise1.json" --report-dir "$out/r/exercise1" ;;
     profiler) step profiler python3 benchmarks/profiler_overhead.py --out "$out/r/profiler_overhead.json" ;;
     *) echo "unknown step $s" | tee -a "$summary" ;;
   esac

@@ -91,3 +91,23 @@ def test_parse_rates():
     assert bench_app.parse_rates('10, 30,60') == [10.0, 30.0, 60.0]
     with pytest.raises(ValueError, match='must be in'):
         bench_app.parse_rates('0')
+
+
+@pytest.mark.ros
+def test_bench_batcher_graph_over_two_cameras(ros_context, tmp_path):
+    args = cli.build_parser().parse_args(
+        ['bench', '--graph', 'batcher', '--cameras', '2', '--rates', '4', '--duration', '1.5',
+         '--max-batch', '2', '--out', str(tmp_path), '--name', 'batcher', '--no-plots'] + FAST_GRAPH)
+    assert bench_app.main(args, context=ros_context) == 0
+    doc = json.loads((tmp_path / 'batcher.json').read_text())
+    assert doc['metadata']['config']['graph'] == 'stream_batcher'
+    m = doc['runs']['8.0fps']['iterations'][0]['metrics']  # 2 cameras x 4 Hz
+    assert m['NUM_FRAMES_SENT'] == 12
+    assert m['NUM_FRAMES_RECEIVED'] >= 8
+    assert not (tmp_path / 'latency.png').exists()
+
+
+def test_input_topics_give_each_camera_a_namespace():
+    assert bench_app.input_topics('/bench/image_raw', 1) == ['/bench/image_raw']
+    assert bench_app.input_topics('/bench/image_raw', 2) == ['/bench/camera_0/image_raw',
+                                                             '/bench/camera_1/image_raw']

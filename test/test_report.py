@@ -98,6 +98,17 @@ def test_allocation_and_host_overhead_rules():
     assert recs[('preprocess', 'allocation')] == 'Pre-allocate memory pools'
 
 
+def test_cpu_only_stages_with_cuda_events_are_not_host_overhead():
+    # With CUDA events on, a numpy stage measures a few microseconds of "GPU time": still a CPU stage.
+    prof = _profile(BASE, preprocess={'gpu_ms': [0.004] * 4}, infer={'gpu_ms': [4.0] * 4})
+    report = analyze(prof)
+    assert [b for b in report.bottlenecks if b.cause == 'host_overhead'] == []
+    pre = [r.practice for r in report.recommendations if r.where == 'preprocess' and r.cause == 'time_share']
+    assert pre == ['Minimize memory copies', 'Optimize memory bandwidth']
+    infer = [r.practice for r in report.recommendations if r.where == 'infer']
+    assert infer[0] == 'Use TensorRT optimizations'  # on the GPU already: no 'target hardware' advice
+
+
 def test_variance_with_allocation_evidence_is_answered_by_memory_pools():
     mib = 1 << 20
     # mean 3 ms, std sqrt(18.75) = 4.33 ms: the variance outranks the allocation (3 ms at stake)
@@ -136,6 +147,8 @@ def test_hot_function_from_sampling_is_a_bottleneck():
     report = analyze(prof)
     hot = [b for b in report.bottlenecks if b.cause == 'hot_function']
     assert [(b.where, b.impact_ms) for b in hot] == [('letterbox (preprocess.py:40)', pytest.approx(3.5))]
+    assert report.top_bottlenecks() == ['infer', 'preprocess']  # stages; functions only when asked
+    assert report.top_bottlenecks(functions=True) == ['infer', 'letterbox (preprocess.py:40)', 'preprocess']
     assert any(r.practice == 'Profile and optimize hotspots' for r in report.recommendations)
     assert 'letterbox' in to_markdown(report)
 

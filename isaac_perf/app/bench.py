@@ -60,10 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     runs.add_argument('--no-plots', action='store_true', help='skip the PNG plots')
 
     graph = parser.add_argument_group('graph under test')
-    graph.add_argument('--graph', choices=('inference', 'none'), default='inference',
-                       help="'inference': an in-process InferenceNode; 'none': a graph already running")
+    graph.add_argument('--graph', choices=('inference', 'batcher', 'none'), default='inference',
+                       help="'inference': an in-process InferenceNode; 'batcher': an in-process "
+                       "StreamBatcher (dynamic batching over --cameras); 'none': a graph already running")
     graph.add_argument('--input-topic', default='/isaac_perf_bench/image_raw',
-                       help='topic the playback publishes on (with --cameras N: <topic>_<i>)')
+                       help='topic the playback publishes on (with --cameras N: '
+                       '<parent>/camera_<i>/<name>)')
     graph.add_argument('--end-topic', default='',
                        help="stage_times topic at the end of the graph (default: the in-process node's)")
     graph.add_argument('--cameras', type=int, default=1, help='number of camera streams, each at the rate')
@@ -73,9 +75,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     graph.add_argument('--device', default='auto', help="'auto', 'cpu', 'cuda' or 'cuda:N'")
     graph.add_argument('--fp16', action='store_true', help='enable_fp16 on the inference node')
     graph.add_argument('--max-batch', type=int, default=1, help='inference max_batch_size')
-    graph.add_argument('--queue-depth', type=int, default=1, help='inference queue_depth per input')
+    graph.add_argument('--queue-depth', type=int, default=1, help='queue_depth per input (both graphs)')
+    graph.add_argument('--max-queue-delay-ms', type=float, default=5.0, help='batcher max_queue_delay_ms')
+    graph.add_argument('--num-streams', type=int, default=2, help='batcher num_streams')
     graph.add_argument('--param', action='append', default=[], metavar='NAME=VALUE',
-                       help='extra inference_node parameter (YAML value), repeatable')
+                       help='extra parameter of the graph node (YAML value), repeatable')
 
     frames = parser.add_argument_group('input frames')
     frames.add_argument('--width', type=int, default=640)
@@ -213,21 +217,35 @@ def _yaml_value(text: str) -> Any:
     return yaml.safe_load(text)
 
 
+def input_topics(topic: str, cameras: int) -> list[str]:
+    """'/a/image_raw' for one camera; '/a/camera_<i>/image_raw' for several (one namespace each, so a
+    graph that publishes next to its input never mixes cameras)."""
+    if cameras == 1:
+        return [topic]
+    parent, _, name = topic.rstrip('/').rpartition('/')
+    return [f'{parent}/camera_{i}/{name}' for i in range(cameras)]
+
+
 def make_graph(args: argparse.Namespace, context: Any) -> Graph:
     """The graph under test for `--graph`."""
-    topics = ([args.input_topic] if args.cameras == 1
-              else [f'{args.input_topic}_{i}' for i in range(args.cameras)])
+    topics = input_topics(args.input_topic, args.cameras)
     if args.graph == 'none':
         return Graph([], topics, args.end_topic, lambda timeout: '',
                      {'graph': 'external', 'end_topic': args.end_topic})
     from rclpy.parameter import Parameter
 
-    from isaac_perf.nodes.inference import InferenceNode
     name = 'isaac_perf_bench_graph'
     values: dict[str, Any] = {
-        'input_topics': topics, 'output_topic': '' if len(topics) == 1 else f'/{name}/detections_{{i}}',
         'backend': args.backend, 'device': args.device, 'enable_fp16': bool(args.fp16),
         'max_batch_size': int(args.max_batch), 'queue_depth': int(args.queue_depth)}
+    if args.graph == 'batcher':
+        from isaac_perf.nodes.stream_batcher import StreamBatcher as GraphNode
+        values.update(camera_topics=topics, max_queue_delay_ms=float(args.max_queue_delay_ms),
+                      num_streams=int(args.num_streams))
+    else:
+        from isaac_perf.nodes.inference import InferenceNode as GraphNode
+        output = '' if len(topics) == 1 else f'/{name}/detections_{{i}}'
+        values.update(input_topics=topics, output_topic=output)
     if args.model in ('detector', 'resnet50'):
         values['model'] = args.model
     else:
@@ -235,8 +253,8 @@ def make_graph(args: argparse.Namespace, context: Any) -> Graph:
     for item in args.param:
         key, _, raw = item.partition('=')
         values[key.strip()] = _yaml_value(raw)
-    node = InferenceNode(context=context, node_name=name,
-                         parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+    node = GraphNode(context=context, node_name=name,
+                     parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
 
     def wait_ready(timeout: float) -> str:
         deadline = time.monotonic() + timeout
@@ -247,8 +265,10 @@ def make_graph(args: argparse.Namespace, context: Any) -> Graph:
                 return node.engine_error
         return node.engine_error or f'the engine was not ready after {timeout:.0f} s'
 
-    return Graph([node], topics, args.end_topic or f'/{name}/stage_times', wait_ready,
-                 {'graph': 'inference_node', **{k: v for k, v in values.items() if k != 'input_topics'}})
+    kind = 'stream_batcher' if args.graph == 'batcher' else 'inference_node'
+    config = {k: v for k, v in values.items() if k not in ('input_topics', 'camera_topics')}
+    end_topic = args.end_topic or f'/{name}/stage_times'
+    return Graph([node], topics, end_topic, wait_ready, {'graph': kind, **config})
 
 
 class Harness:

@@ -116,6 +116,8 @@ def render_plain(state: TopState, now: float | None = None) -> str:
                 f"power {_f(gpu.get('power_w'), 0)}/{_f(gpu.get('power_limit_w'), 0)} W  "
                 f"[{LEVEL_NAMES.get(_level(gpu.get('level')), '?')}]")
         for name, proc in m['proc'].items():
+            if not proc.get('count'):
+                continue  # a tracked process name with nothing running under it
             lines.append(f"PROC {name}: count {_f(proc.get('count'), 0)}  "
                          f"cpu {_f(proc.get('cpu_percent'))}%  rss {_f(proc.get('rss_mib'), 0)} MiB")
         for topic, t in m['topic'].items():
@@ -173,7 +175,7 @@ def render_rich(state: TopState, now: float | None = None) -> Any:
         if m['topic']:
             table = Table(title='Topics', expand=False)
             for col in ('topic', 'Hz', 'expected', 'p50 ms', 'p99 ms', 'jitter ms', 'drops', 'MB/s', 'level'):
-                table.add_column(col, justify='left' if col == 'topic' else 'right')
+                table.add_column(col, justify='left' if col == 'topic' else 'right', overflow='fold')
             for topic, t in m['topic'].items():
                 lvl = _level(t.get('level'))
                 table.add_row(topic, _f(t.get('rate_hz')), _f(t.get('expected_rate_hz')),
@@ -184,7 +186,8 @@ def render_rich(state: TopState, now: float | None = None) -> Any:
         if m['stages']:
             table = Table(title='Stage times', expand=False)
             for col in ('source', 'fps', 'p50 ms', 'p99 ms', 'stages (mean ms)', 'level'):
-                table.add_column(col, justify='left' if col in ('source', 'stages (mean ms)') else 'right')
+                table.add_column(col, justify='left' if col in ('source', 'stages (mean ms)') else 'right',
+                                 overflow='fold')
             for source, s in m['stages'].items():
                 lvl = _level(s.get('level'))
                 table.add_row(source, _f(s.get('fps')), _f(s.get('latency_ms_p50'), 2),

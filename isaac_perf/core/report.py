@@ -10,8 +10,9 @@ Rules (each threshold is an argument of `analyze`):
   and that matters (share at least `min_share_for_variance`), so a 0.01 ms stage's noise is not flagged.
 - allocation hot spot: a stage allocating more than `alloc_threshold_bytes` per call on average (transient
   peak, tracked with `allocations='python'|'cuda'`), and retained-growth sites from tracemalloc.
-- host overhead: a stage with GPU timing whose wall time is over `host_overhead_ratio` times its GPU time
-  (the CPU waits, launches or copies while the GPU idles).
+- host overhead: a stage that did GPU work (at least `min_gpu_ms` between its CUDA events) whose wall
+  time is over `host_overhead_ratio` times its GPU time (the CPU launches, copies or waits while the GPU
+  idles). CPU-only stages, whose events measure microseconds, are left to the other rules.
 - hot function: a sampled Python function with more than `share_threshold` of the busy samples on top.
 
 Bottlenecks are ranked by `impact_ms`, the frame time at stake (the stage mean for time share, the
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 
 REPORT_SCHEMA = 'isaac_perf.report/1'
+MIN_GPU_MS = 0.05  # a stage whose CUDA-event time is below this did no GPU work worth the name
 
 # The seed chapter's "Performance Optimization Best Practices" catalogue: practice -> (category, description).
 _MM, _GPU, _PIPE, _MODEL = 'memory_management', 'gpu_utilization', 'pipeline_design', 'model_optimization'
@@ -184,10 +186,13 @@ class Report:
     allocation_sites: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
-    def top_bottlenecks(self, n: int = 3) -> list[str]:
-        """The `n` places with the most frame time at stake, each named once (ranking order)."""
+    def top_bottlenecks(self, n: int = 3, functions: bool = False) -> list[str]:
+        """The `n` stages with the most frame time at stake, each named once (ranking order); with
+        `functions`, sampled hot functions compete too."""
         seen: list[str] = []
         for b in self.bottlenecks:
+            if b.cause == 'hot_function' and not functions:
+                continue
             if b.where not in seen:
                 seen.append(b.where)
         return seen[:n]
@@ -232,12 +237,13 @@ def validate_profile(profile: dict[str, Any]) -> None:
 
 def analyze(profile: dict[str, Any], *, share_threshold: float = 0.20, cv_threshold: float = 0.25,
             min_share_for_variance: float = 0.05, alloc_threshold_bytes: float = 1 << 20,
-            host_overhead_ratio: float = 2.0) -> Report:
+            host_overhead_ratio: float = 2.0, min_gpu_ms: float = MIN_GPU_MS) -> Report:
     """Statistics, ranked bottlenecks and recommendations for one profile."""
     validate_profile(profile)
     thresholds = {'share': share_threshold, 'cv': cv_threshold,
                   'min_share_for_variance': min_share_for_variance,
-                  'alloc_bytes': float(alloc_threshold_bytes), 'host_overhead_ratio': host_overhead_ratio}
+                  'alloc_bytes': float(alloc_threshold_bytes), 'host_overhead_ratio': host_overhead_ratio,
+                  'min_gpu_ms': min_gpu_ms}
     stage_data = profile['stages']
     order = [n for n in profile.get('stage_order', []) if n in stage_data]
     order += [n for n in stage_data if n not in order]
@@ -298,7 +304,7 @@ def analyze(profile: dict[str, Any], *, share_threshold: float = 0.20, cv_thresh
                 f'{s.name} allocates {s.alloc_mean_bytes / 1048576:.2f} MiB per call on average '
                 f'(above {alloc_threshold_bytes / 1048576:.2f} MiB)'))
         gpu_ms = s.gpu_mean_ms
-        if gpu_ms is not None and gpu_ms > 0 and s.mean_ms > host_overhead_ratio * gpu_ms:
+        if _uses_gpu(s, min_gpu_ms) and s.mean_ms > host_overhead_ratio * gpu_ms:
             bottlenecks.append(Bottleneck(
                 s.name, 'host_overhead', s.mean_ms / s.gpu_mean_ms, host_overhead_ratio,
                 s.mean_ms - s.gpu_mean_ms,
@@ -320,7 +326,7 @@ def analyze(profile: dict[str, Any], *, share_threshold: float = 0.20, cv_thresh
     recommendations: list[Recommendation] = []
     given: set[tuple[str, str]] = set()
     for b in bottlenecks:
-        for practice in _practices_for(b, by_name.get(b.where), alloc_threshold_bytes):
+        for practice in _practices_for(b, by_name.get(b.where), alloc_threshold_bytes, min_gpu_ms):
             if (b.where, practice) in given:  # one practice per place, from its biggest cause
                 continue
             given.add((b.where, practice))
@@ -335,7 +341,13 @@ def analyze(profile: dict[str, Any], *, share_threshold: float = 0.20, cv_thresh
                   hot_functions=hot, allocation_sites=sites, warnings=warnings)
 
 
-def _practices_for(b: Bottleneck, s: StageStats | None, alloc_threshold_bytes: float) -> tuple[str, ...]:
+def _uses_gpu(s: StageStats | None, min_gpu_ms: float) -> bool:
+    """Did the stage keep the GPU busy? A CPU-only stage's event pair measures a few microseconds."""
+    return s is not None and s.gpu_mean_ms is not None and s.gpu_mean_ms >= min_gpu_ms
+
+
+def _practices_for(b: Bottleneck, s: StageStats | None, alloc_threshold_bytes: float,
+                   min_gpu_ms: float = 0.05) -> tuple[str, ...]:
     """The catalogue practices that answer this bottleneck's measured cause."""
     if b.cause == 'hot_function':
         return ('Profile and optimize hotspots',)
@@ -351,15 +363,15 @@ def _practices_for(b: Bottleneck, s: StageStats | None, alloc_threshold_bytes: f
             return ('Pre-allocate memory pools',)  # the variance comes with per-call allocation
         if kind in ('publish', 'batching', 'conversion'):
             return ('Use appropriate QoS settings', 'Optimize pipeline depth')
-        if s is not None and s.gpu_mean_ms is not None:
+        if _uses_gpu(s, min_gpu_ms):
             return ('Minimize synchronization points',)
         # No allocation or GPU evidence: find out where the time goes before changing anything.
         return ('Profile and optimize hotspots',)
     practices = _TIME_SHARE_PRACTICES.get(kind, _TIME_SHARE_PRACTICES['other'])
-    if kind == 'preprocess' and s is not None and s.gpu_mean_ms is None:
+    if kind == 'preprocess' and not _uses_gpu(s, min_gpu_ms):
         # A CPU-side preprocess: the copy-heavy part should move to the GPU after one upload.
         return practices
-    if kind == 'inference' and s is not None and s.gpu_mean_ms is None:
+    if kind == 'inference' and s is not None and not _uses_gpu(s, min_gpu_ms):
         # Inference measured without GPU timing is running on the CPU: the hardware is the first fix.
         return ('Optimize for target hardware',) + practices
     return practices
