@@ -1,4 +1,4 @@
-"""Closed-loop tuning of the multi-camera batcher: from a bad configuration to the budget, vs an exhaustive sweep.
+"""Closed-loop tuning of the multi-camera batcher: from a bad configuration to the budget, vs a full sweep.
 
 What runs: N synthetic cameras (a thread stamping frames at `--camera-fps` each, faster than the pipeline
 can take them) feed the stream_batcher's own core in-process: `DynamicBatcher` -> `BatchScheduler` (K
@@ -20,8 +20,14 @@ Rows, all in one run:
 - `ceiling`: the engine alone at the largest batch on device-resident input (no cameras, no copies): the
   physical limit of this model on this machine. Ratios to it are printed.
 
+`--qos` measures the QoS trade-offs the advisor cites (core/qos_advisor.py TRADE_OFFS) over real DDS between
+two rclpy processes on one host: (a) a 640x480 rgb8 stream at 60 Hz into a subscriber that needs 25 ms per
+frame (a saturated consumer), reliable depth 100 vs best effort depth 1; (b) 1920x1080 rgb8 at 15 Hz into a
+fast subscriber, reliable vs best effort. Needs rclpy (the ROS wheels); runs on the CPU.
+
 Usage (GPU machine):  python3 benchmarks/tuning.py --out $OUT/tuning.json --plot $OUT/tuning_trajectory.png
 Here (CPU, small model): python3 benchmarks/tuning.py --quick
+QoS trade-offs (here):  python3 benchmarks/tuning.py --qos --out results/tuning_qos.json
 """
 from __future__ import annotations
 
@@ -54,7 +60,6 @@ from isaac_perf.core.tuning import (  # noqa: E402
     TrialRunner,
     exhaustive_search,
     hill_climb,
-    ladder,
     powers_of_two,
 )
 
@@ -161,7 +166,8 @@ class Rig:
         m = Measurement.from_latencies(lat, duration, dropped=dropped,
                                        gpu_util_pct=min(100.0, 100.0 * busy_ms / (duration * 1000.0)),
                                        error='' if not errors else f'{errors} batch errors')
-        m.__dict__['mean_batch'] = (sum(s for s, _ in batches.values()) / len(batches)) if batches else math.nan
+        sizes = [size for size, _ in batches.values()]
+        m.__dict__['mean_batch'] = sum(sizes) / len(sizes) if sizes else math.nan
         return m
 
     def measure(self, config: dict[str, Any], warmup_s: float, seconds: float) -> Measurement:
@@ -235,16 +241,35 @@ class Rig:
             if self.reliable:
                 self._feed(time.perf_counter_ns())
 
+    def _step(self, now: int) -> list[Any]:
+        """MultiStreamPipeline.step with at most one batch per stream sent per call.
+
+        pipe.step() dispatches while a batch is due and a lane has room; on the synchronous CPU runtime a
+        lane always has room, so with saturated input it never returns and nothing is collected. Bounding
+        the batches per step keeps the same order of work on both runtimes.
+        """
+        pipe = self.pipe
+        for _ in range(max(1, self.scheduler.num_streams)):
+            if not self.scheduler.has_capacity():
+                break
+            with pipe._lock:
+                batch = self.batcher.poll(now)
+            if batch is None:
+                break
+            pipe._submit(batch)
+        pipe._absorb(self.scheduler.poll())
+        return pipe._ready()
+
     def _worker_loop(self) -> None:
         while not self._stop.is_set():
             if self._pending_streams is not None:
                 k, self._pending_streams = self._pending_streams, None
                 self.scheduler.set_num_streams(k)
-            self._record(self.pipe.step(time.perf_counter_ns()))
+            self._record(self._step(time.perf_counter_ns()))
             now = time.perf_counter_ns()
             if self.scheduler.in_flight:
                 if not self.scheduler.has_capacity():
-                    self._record(self.pipe.wait(now))
+                    self._absorb_oldest()
                     continue
                 timeout = 0.0005
             else:
@@ -253,6 +278,11 @@ class Rig:
             if timeout > 0:
                 self._wake.wait(timeout)
             self._wake.clear()
+
+    def _absorb_oldest(self) -> None:
+        """Every lane is full: wait for the oldest batch and deliver what finished."""
+        self.pipe._absorb(self.scheduler.wait_one())
+        self._record(self.pipe._ready())
 
 
 # --------------------------------------------------------------------------------------------- setup
@@ -288,6 +318,8 @@ def ceiling_fps(engine: Any, preprocess: Any, gpu: bool, batch: int, seconds: fl
         import torch
         dtype = getattr(engine, 'dtype', None) or torch.float16
         x = torch.randn(shape, device=engine.device, dtype=dtype)
+        if getattr(engine, 'channels_last', False):
+            x = x.contiguous(memory_format=torch.channels_last)
         feeds = {spec.name: x}
         for _ in range(3):
             engine.infer_async(feeds)
@@ -405,11 +437,127 @@ def plot(path: str, tuned: dict[str, Any], budget_ms: float, sweep_fps: float | 
     plt.close(fig)
 
 
+# ------------------------------------------------------------------------------------ QoS trade-offs
+
+QOS_CASES = (
+    # name, width, height, rate_hz, reliability, depth, subscriber work per frame (ms)
+    ('640x480 reliable depth 100, slow consumer', 640, 480, 60.0, 'reliable', 100, 25.0),
+    ('640x480 reliable depth 1, slow consumer', 640, 480, 60.0, 'reliable', 1, 25.0),
+    ('640x480 best_effort depth 1, slow consumer', 640, 480, 60.0, 'best_effort', 1, 25.0),
+    ('640x480 best_effort depth 5, slow consumer', 640, 480, 60.0, 'best_effort', 5, 25.0),
+    ('640x480 best_effort depth 1, fast consumer', 640, 480, 60.0, 'best_effort', 1, 0.0),
+    ('1920x1080 reliable depth 5', 1920, 1080, 15.0, 'reliable', 5, 0.0),
+    ('1920x1080 best_effort depth 5', 1920, 1080, 15.0, 'best_effort', 5, 0.0),
+)
+
+
+def qos_publisher(width: int, height: int, rate_hz: float, reliability: str, depth: int,
+                  seconds: float) -> None:
+    """Child process: publish stamped rgb8 Images on /qos_probe/image."""
+    import rclpy
+    from sensor_msgs.msg import Image
+
+    from isaac_perf.ros.qos import qos_from_name
+    rclpy.init()
+    node = rclpy.create_node('qos_probe_publisher')
+    pub = node.create_publisher(Image, '/qos_probe/image', qos_from_name(reliability, depth))
+    msg = Image(width=width, height=height, encoding='rgb8', step=width * 3)
+    msg.data = bytes(np.random.default_rng(1).integers(0, 256, width * height * 3, dtype=np.uint8))
+    end = time.monotonic() + seconds
+    period = 1.0 / rate_hz
+    nxt = time.monotonic()
+    seq = 0
+    while time.monotonic() < end:
+        now_ns = time.time_ns()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(now_ns, 1_000_000_000)
+        msg.header.frame_id = str(seq)
+        pub.publish(msg)
+        seq += 1
+        nxt += period
+        time.sleep(max(0.0, nxt - time.monotonic()))
+    node.destroy_node()
+    rclpy.try_shutdown()
+
+
+def qos_case(name: str, width: int, height: int, rate_hz: float, reliability: str, depth: int, work_ms: float,
+             seconds: float) -> dict[str, Any]:
+    """One case: a publisher process, this process subscribing with the same QoS."""
+    import os
+    import subprocess
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from sensor_msgs.msg import Image
+
+    from isaac_perf.ros.qos import qos_from_name
+    child = subprocess.Popen([sys.executable, __file__, '--qos-publisher', str(width), str(height),
+                              str(rate_hz), reliability, str(depth), str(seconds + 2.0)], env=dict(os.environ))
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node('qos_probe_subscriber', context=context)
+    lat: list[float] = []
+    seqs: list[int] = []
+
+    def on_image(msg: Image) -> None:
+        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        lat.append((time.time_ns() - stamp) / 1e6)
+        seqs.append(int(msg.header.frame_id))
+        if work_ms:
+            time.sleep(work_ms / 1000.0)  # the consumer's own processing time
+
+    node.create_subscription(Image, '/qos_probe/image', on_image, qos_from_name(reliability, depth))
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    try:
+        start = time.monotonic()
+        while time.monotonic() - start < 1.0 and not lat:  # discovery
+            executor.spin_once(timeout_sec=0.05)
+        lat.clear()
+        seqs.clear()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < seconds:
+            executor.spin_once(timeout_sec=0.05)
+        duration = time.monotonic() - t0
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        context.try_shutdown()
+        child.wait(timeout=30)
+    offered = int(round(rate_hz * duration))  # what the publisher sent during the window
+    m = Measurement.from_latencies(lat[len(lat) // 5:], duration * 0.8) if lat else None  # skip the fill-up
+    return {'case': name, 'width': width, 'height': height, 'rate_hz': rate_hz, 'reliability': reliability,
+            'depth': depth, 'consumer_ms': work_ms, 'received': len(lat), 'sent_in_window': offered,
+            'delivered_fraction': len(lat) / offered if offered else 0.0,
+            'p50_ms': m.latency_p50_ms if m else None, 'p99_ms': m.latency_p99_ms if m else None,
+            'fps': len(lat) / duration}
+
+
+def run_qos(args: argparse.Namespace) -> int:
+    import os
+    import random
+    os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(150, 230)))
+    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    from isaac_perf.core.bench import collect_metadata
+    rows = []
+    for case in QOS_CASES:
+        row = qos_case(*case, seconds=args.qos_seconds)
+        rows.append(row)
+        print(f'{row["case"]:44s} delivered {row["received"]:5d}/{row["sent_in_window"]:5d} '
+              f'p50 {row["p50_ms"] or float("nan"):8.1f} ms  p99 {row["p99_ms"] or float("nan"):8.1f} ms')
+    doc = {'schema': 'isaac_perf.tuning_qos/1', 'metadata': collect_metadata('tuning_qos', vars(args)),
+           'rows': rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(doc, indent=1, default=str))
+    print(f'wrote {args.out}')
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- main
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--quick', action='store_true', help='CPU smoke run: onnxruntime, small detector, small grid')
+    p.add_argument('--quick', action='store_true',
+                   help='CPU smoke run: onnxruntime, small detector, small grid')
     p.add_argument('--cameras', type=int, default=8)
     p.add_argument('--camera-fps', type=float, default=None, help='per camera (default 2000; quick 150)')
     p.add_argument('--width', type=int, default=None, help='frame width (default 640; quick 160)')
@@ -423,7 +571,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument('--cuda-graphs', action='store_true')
     p.add_argument('--max-batch', type=int, default=None, help='default 64; quick 16')
     p.add_argument('--max-streams', type=int, default=None, help='default 4; quick 2')
-    p.add_argument('--delays', type=float, nargs='+', default=None, help='grid delays in ms (default 0 1 2 5)')
+    p.add_argument('--delays', type=float, nargs='+', default=None,
+                   help='grid delays in ms (default 0 1 2 5)')
     p.add_argument('--window-s', type=float, default=None, help='controller window (default 0.5; quick 0.3)')
     p.add_argument('--sweep-window-s', type=float, default=None, help='default 1.0; quick 0.3')
     p.add_argument('--warmup-s', type=float, default=None, help='default 0.3; quick 0.1')
@@ -432,12 +581,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument('--margin', type=float, default=0.05)
     p.add_argument('--min-gain', type=float, default=0.03)
     p.add_argument('--skip-sweep', action='store_true')
+    p.add_argument('--qos', action='store_true',
+                   help='measure the QoS trade-offs over DDS instead (needs rclpy)')
+    p.add_argument('--qos-seconds', type=float, default=6.0)
     p.add_argument('--out', default='results/tuning.json')
     p.add_argument('--plot', default='results/tuning_trajectory.png')
     args = p.parse_args(argv)
     quick = args.quick
     defaults = {'camera_fps': (2000.0, 150.0), 'width': (640, 160), 'height': (480, 120),
-                'model': ('resnet50', 'detector'), 'model_size': (224, 64), 'backend': ('torch', 'onnxruntime'),
+                'model': ('resnet50', 'detector'), 'model_size': (224, 64),
+                'backend': ('torch', 'onnxruntime'),
                 'precision': ('fp16', 'fp32'), 'max_batch': (64, 16), 'max_streams': (4, 2),
                 'delays': ([0.0, 1.0, 2.0, 5.0], [0.0, 2.0]), 'window_s': (0.5, 0.3),
                 'sweep_window_s': (1.0, 0.3), 'warmup_s': (0.3, 0.1)}
@@ -450,7 +603,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == '--qos-publisher':
+        w, h, rate, reliability, depth, seconds = argv[1:7]
+        qos_publisher(int(w), int(h), float(rate), reliability, int(depth), float(seconds))
+        return 0
     args = parse_args(argv)
+    if args.qos:
+        return run_qos(args)
     from isaac_perf.core.bench import collect_metadata
 
     engine, preprocess, gpu, what = build(args)
@@ -485,7 +645,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, cfg, m in rows:
         print(f'{name:34s} {m.throughput_fps:9.1f} {m.latency_p50_ms:8.2f} {m.latency_p99_ms:8.2f}  {cfg}')
     print(f'{"ceiling (engine alone, batch " + str(args.max_batch) + ")":34s} {ceiling:9.1f}')
-    ratios = {'tuned_vs_bad_fps': after.throughput_fps / before.throughput_fps if before.throughput_fps else None,
+    bad_fps = before.throughput_fps
+    ratios = {'tuned_vs_bad_fps': after.throughput_fps / bad_fps if bad_fps else None,
               'tuned_vs_sweep_best_fps': after.throughput_fps / best_fps if best_fps else None,
               'tuned_vs_ceiling_fps': after.throughput_fps / ceiling if ceiling else None}
     print(f'time to budget {tuned["time_to_budget_s"]} s, converged at {tuned["converged_s"]} s after '

@@ -53,6 +53,9 @@ def test_onnxruntime_and_torch_cpu_agree(which, request):
     assert torch_engine.folded_bn == (53 if which == 'resnet' else 9)  # every BN folded into its conv
     # conv+relu and conv+add+relu chains: 1 stem + 16 blocks x 3 in ResNet-50; 9 in the detector
     assert torch_engine.fused_convs == (49 if which == 'resnet' else 9)
+    # ResNet's 4 downsample convs hand their bias to the fused conv+add+relu they feed
+    convs = [m for m in torch_engine.module.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert sum(m.bias is None for m in convs) == (4 if which == 'resnet' else 0)
     for batch in (1, 3):
         feeds = _feeds(ort_engine, batch, seed=batch)
         ref = ort_engine.infer(feeds)

@@ -85,3 +85,19 @@ def test_console_command_runs_and_writes_json(tmp_path):
     bad = subprocess.run([sys.executable, '-m', 'isaac_perf.cli', 'run', '--cameras', '0'], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and '--cameras must be at least 1' in bad.stderr
+
+
+def test_pipeline_yaml_matches_the_declared_parameters():
+    """Each key of config/pipeline.yaml is a parameter of its node, of the declared type (rclpy is strict)."""
+    from isaac_perf.nodes import image_source, inference, perf_monitor
+    params = run.load_params_file(config_file('pipeline.yaml'))
+    for name, module in (('image_source', image_source), ('inference_node', inference),
+                         ('perf_monitor', perf_monitor)):
+        specs = {s.name: s for s in module.PARAMS}
+        unknown = set(params[name]) - set(specs)
+        assert not unknown, f'{name}: {sorted(unknown)} in pipeline.yaml are not parameters of the node'
+        for key, value in params[name].items():
+            default = specs[key].default
+            kind = type(default) if not isinstance(default, tuple) else list
+            assert isinstance(value, kind), f'{name}.{key}: {value!r} is not a {kind.__name__}'
+            assert specs[key].validate(value) == '', specs[key].validate(value)

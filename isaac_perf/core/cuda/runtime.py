@@ -335,6 +335,8 @@ class TorchRuntime(Runtime):
             dst.handle[:nbytes].copy_(src.handle[:nbytes], non_blocking=True)
 
     def view(self, block: Block, shape: tuple[int, ...], dtype: str) -> Any:
+        if block.kind != 'device':
+            return _host_view(block, shape, dtype)  # host memory is filled and read with numpy
         torch = self._torch
         n = int(np.prod(shape)) * np.dtype(dtype).itemsize
         if n > block.nbytes:

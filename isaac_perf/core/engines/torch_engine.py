@@ -117,6 +117,10 @@ class TorchEngine(Engine):
             sizes = opts.extra.get('compile_batch_sizes') or (opts.opt_batch_size or self.max_batch_size,)
             for b in sizes:
                 self._compiled[int(b)] = self._load_or_compile(int(b), opts.compile)
+            if self.use_graphs:
+                log_warning(log, 'cuda_graphs applies to the batch sizes not compiled '
+                                 f'({sorted(self._compiled)} '
+                                 'run the AOTInductor package directly)')
 
     # -- setup -----------------------------------------------------------------------------------------------
     def _pick_device(self, device: str):
@@ -205,7 +209,9 @@ class TorchEngine(Engine):
     def _run(self, batch: int, feeds: Mapping[str, Any], clone: bool) -> list[Any]:
         xs = [self._to_device(feeds[s.name]) for s in self._inputs]
         fn = self._compiled.get(batch, self.module)
-        if not self.use_graphs:
+        if not self.use_graphs or fn is not self.module:
+            # AOTInductor runners are not captured: their launcher failed CUDA-graph capture on the H100
+            # (torch 2.11, cudaErrorStreamCaptureInvalidated), so compiled batch sizes run as they are.
             return self._forward(fn, xs)
         if batch not in self._graphs:
             self._capture(batch, fn, xs)
