@@ -490,8 +490,9 @@ def qos_case(name: str, width: int, height: int, rate_hz: float, reliability: st
     from sensor_msgs.msg import Image
 
     from isaac_perf.ros.qos import qos_from_name
-    child = subprocess.Popen([sys.executable, __file__, '--qos-publisher', str(width), str(height),
-                              str(rate_hz), reliability, str(depth), str(seconds + 2.0)], env=dict(os.environ))
+    command = [sys.executable, __file__, '--qos-publisher', str(width), str(height), str(rate_hz),
+               reliability, str(depth), str(seconds + 2.0)]
+    child = subprocess.Popen(command, env=dict(os.environ))
     context = rclpy.Context()
     rclpy.init(context=context)
     node = rclpy.create_node('qos_probe_subscriber', context=context)
@@ -559,7 +560,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument('--quick', action='store_true',
                    help='CPU smoke run: onnxruntime, small detector, small grid')
     p.add_argument('--cameras', type=int, default=8)
-    p.add_argument('--camera-fps', type=float, default=None, help='per camera (default 2000; quick 150)')
+    p.add_argument('--camera-fps', type=float, default=None, help='per camera (default 2000; quick 400)')
     p.add_argument('--width', type=int, default=None, help='frame width (default 640; quick 160)')
     p.add_argument('--height', type=int, default=None, help='frame height (default 480; quick 120)')
     p.add_argument('--budget-ms', type=float, default=33.0)
@@ -588,7 +589,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument('--plot', default='results/tuning_trajectory.png')
     args = p.parse_args(argv)
     quick = args.quick
-    defaults = {'camera_fps': (2000.0, 150.0), 'width': (640, 160), 'height': (480, 120),
+    defaults = {'camera_fps': (2000.0, 400.0), 'width': (640, 160), 'height': (480, 120),
                 'model': ('resnet50', 'detector'), 'model_size': (224, 64),
                 'backend': ('torch', 'onnxruntime'),
                 'precision': ('fp16', 'fp32'), 'max_batch': (64, 16), 'max_streams': (4, 2),

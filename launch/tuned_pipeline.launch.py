@@ -13,11 +13,10 @@ import os
 from pathlib import Path
 
 from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
-
-from launch import LaunchDescription
 
 DEFAULT_TUNED = '~/.ros/isaac_perf/tuned_stream_batcher.yaml'
 

@@ -1,6 +1,8 @@
 """Generate config/pipeline.yaml from the nodes' ParamSpec tables (run from the repo root)."""
 import textwrap
+
 import yaml
+
 from isaac_perf.nodes import image_source, inference, perf_monitor
 
 OVERRIDES = {
@@ -11,13 +13,16 @@ OVERRIDES = {
     },
 }
 NOTES = {
-    ('inference_node', 'input_topics'): 'isaac-perf run and pipeline.launch.py set this to the image_source topics.',
-    ('perf_monitor', 'watched_topics'): 'isaac-perf run and pipeline.launch.py set this to the camera and result topics.',
+    ('inference_node', 'input_topics'):
+        'isaac-perf run and pipeline.launch.py set this to the image_source topics.',
+    ('perf_monitor', 'watched_topics'):
+        'isaac-perf run and pipeline.launch.py set this to the camera and result topics.',
     ('perf_monitor', 'expected_rates_hz'): 'Set by isaac-perf run / pipeline.launch.py from rate_hz.',
 }
 
 def value_text(v):
-    return yaml.safe_dump(v, default_flow_style=True, width=1000).strip().removesuffix('\n...').removesuffix('...').strip()
+    text = yaml.safe_dump(v, default_flow_style=True, width=1000).strip()
+    return text.removesuffix('\n...').removesuffix('...').strip()
 
 def describe(spec):
     text = spec.description
@@ -33,7 +38,8 @@ out = ['# Parameters of every node of the perception pipeline (ROS 2 params-file
        '# `isaac-perf run` (pip installs), which override a few values from their arguments',
        '# (cameras, rate, size, backend, model) and wire the topics between the nodes.',
        '# Reference: docs/pipeline.md (image_source, inference_node) and docs/monitor.md (perf_monitor).']
-for name, module in (('image_source', image_source), ('inference_node', inference), ('perf_monitor', perf_monitor)):
+NODES = (('image_source', image_source), ('inference_node', inference), ('perf_monitor', perf_monitor))
+for name, module in NODES:
     out += ['', f'{name}:', '  ros__parameters:']
     for spec in module.PARAMS:
         for line in textwrap.wrap(describe(spec), 104):

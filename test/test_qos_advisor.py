@@ -31,6 +31,9 @@ def test_profiles_from_the_expected_rate():
         1, 24.0, 'automatic', 60.0)
     assert state_profile().durability == 'transient_local'
     assert profile_for('metrics').depth == 10
+    # 640x480 rgb8 is over Fast DDS's 512 KiB shared-memory segment: best effort loses it (measured)
+    assert sensor_profile(30.0, frame_bytes=640 * 480 * 3).reliability == 'reliable'
+    assert sensor_profile(30.0, frame_bytes=320 * 240 * 3).reliability == 'best_effort'
     assert sensor_profile(30.0).describe() == ('best_effort, volatile, keep_last 1, deadline 50 ms, '
                                                'liveliness automatic')
     with pytest.raises(ValueError, match='needs rate_hz'):

@@ -206,3 +206,17 @@ def test_config_file_loads_and_malformed_metrics_are_counted(ros_context, spin, 
         assert spin(h.executor, lambda: 'converged' in h.actions(), 10.0)  # good messages still count
     finally:
         h.close()
+
+
+def test_missing_target_waits_without_deciding(ros_context, spin):
+    tuner = QosTuner(context=ros_context, parameter_overrides=[
+        Parameter('target_node', value='/no_such_batcher'), Parameter('control_period_s', value=0.05)])
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(tuner)
+    try:
+        spin(executor, lambda: False, 0.5)
+        assert tuner._config is None and tuner.counts['decisions'] == 0
+        assert 'wait-target' in tuner._said
+    finally:
+        executor.shutdown()
+        tuner.destroy_node()

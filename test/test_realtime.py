@@ -222,3 +222,29 @@ def test_controller_rejects_bad_settings():
     with pytest.raises(ValueError, match='objective'):
         RealtimeController(req, batcher_knobs(), objective='speed')
     assert math.isnan(PipelineState(config={}, fps=1.0, latency_p99_ms=1.0).infer_ms)
+
+
+def test_a_free_cut_that_loses_frames_is_reverted():
+    """Best effort with frames over Fast DDS's shared-memory segment: p99 falls as most frames are lost."""
+    req = Requirements(max_latency_ms=33.0)
+    knobs = batcher_knobs(batch=(1, 1), delay_ms=(0.0, 0.0), streams=(1, 1), depth=(1, 1))
+    ctl = RealtimeController(req, knobs, cooldown_s=0.0, settle_s=0.0, confirm_windows=1)
+    cfg = {'max_batch_size': 1, 'max_queue_delay_ms': 0.0, 'num_streams': 1, 'queue_depth': 1,
+           'input_reliability': 'reliable'}
+
+    def plant(c):
+        lossy = c['input_reliability'] == 'best_effort'
+        return PipelineState(config=dict(c), fps=12.0 if lossy else 240.0,
+                             latency_p99_ms=2.0 if lossy else 40.0)
+
+    actions = []
+    for t in range(8):
+        d = ctl.step(float(t), plant(cfg))
+        actions.append(d.action)
+        if d.change is not None:
+            cfg.update(d.change.new)
+            ctl.applied(float(t), d.change)
+    assert actions[:4] == ['settling', 'change', 'revert', 'hold']
+    revert = ctl.trajectory[2]
+    assert revert.reason.endswith('but throughput fell more than 10%: not better')
+    assert cfg['input_reliability'] == 'reliable' and 'impossible' in actions

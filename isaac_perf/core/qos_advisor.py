@@ -87,11 +87,24 @@ def period_ms(rate_hz: float) -> float:
     return 1000.0 / rate_hz
 
 
+# Fast DDS's default shared-memory segment. Measured here (benchmarks/tuning.py --qos, Kilted wheels,
+# rmw_fastrtps_cpp): best-effort frames of 451,584 B all arrived across processes, 589,824 B frames 18 of
+# 182, 921,600 B (640x480 rgb8) 7 of 361, 1920x1080 none, while reliable delivered them all.
+FASTDDS_SHM_SEGMENT_BYTES = 512 * 1024
+
+
 def sensor_profile(rate_hz: float, *, depth: int = 1, deadline_periods: float = 1.5,
-                   latency_budget_ms: float | None = None) -> QosSpec:
-    """Sensor frames: best effort, keep last `depth`, deadline `deadline_periods` frame periods (so one late
-    frame is a deadline miss, not jitter), lifespan = the latency budget (stale frames never delivered)."""
-    return QosSpec(reliability='best_effort', durability='volatile', depth=depth,
+                   latency_budget_ms: float | None = None, frame_bytes: int = 0) -> QosSpec:
+    """Sensor frames: keep last `depth`, deadline `deadline_periods` frame periods (so one late frame is a
+    deadline miss, not jitter), lifespan = the latency budget (stale frames never delivered).
+
+    Best effort (a late frame is worth less than the next one), except for frames larger than Fast DDS's
+    default 512 KiB shared-memory segment, which best effort loses almost entirely between processes on
+    default settings (measured, see TRADE_OFFS): those get reliable with the same small depth, which keeps
+    latency bounded just as well when the depth is 1-2.
+    """
+    reliability = 'reliable' if frame_bytes > FASTDDS_SHM_SEGMENT_BYTES else 'best_effort'
+    return QosSpec(reliability=reliability, durability='volatile', depth=depth,
                    deadline_ms=deadline_periods * period_ms(rate_hz), lifespan_ms=latency_budget_ms,
                    liveliness='automatic')
 
@@ -215,32 +228,32 @@ class TradeOff:
 TRADE_OFFS: tuple[TradeOff, ...] = (
     TradeOff(
         title='reliable + deep queues stall a saturated pipeline',
-        advice='For sensor inputs use best effort and keep_last 1-2 (per camera); a frame that waited behind '
-               'a deep queue is late anyway, and with reliable delivery the publisher also keeps (and '
-               'resends) what the subscriber has not acknowledged.',
-        measurement='benchmarks/tuning.py --qos (results/tuning.json, "qos" table): p99 transport latency '
-                    'of a 640x480 rgb8 stream offered faster than the subscriber drains it, reliable depth '
-                    '100 vs best effort depth 1, two rclpy processes on one host. In BatchedPipelineModel a '
-                    'reliable depth-d input doubles the queue backlog (d x cameras frames in the DDS history '
-                    'too).',
-        applies_when='the input rate exceeds what the pipeline processes (frames dropped or queues full)'),
+        advice='Keep sensor queues at 1-2 frames (per camera). With a deep reliable queue a consumer that '
+               'falls behind receives every frame, each later than the last, until the history is full; '
+               'a frame that waited behind the queue is late anyway.',
+        measurement='benchmarks/tuning.py --qos (this dev container, 2 cores, Kilted wheels, Fast DDS): '
+                    '640x480 rgb8 at 60 Hz into a consumer needing 25 ms a frame, two processes: reliable '
+                    'depth 100 gave p50 1492 ms / p99 1669 ms; reliable depth 1 gave p50 11.6 ms / p99 '
+                    '17.6 ms for about the same frames delivered (215 vs 189 of 361).',
+        applies_when='the input rate exceeds what the consumer processes (frames dropped or queues full)'),
     TradeOff(
-        title='best effort can be slower for large frames on Fast DDS',
-        advice='Measure both for your frame size: best effort loses a whole multi-fragment frame when any '
-               'fragment is lost, and with no retransmission the frame is simply gone, which shows up as a '
-               'lower delivered rate; reliable may deliver more frames of a 1080p stream at a higher '
-               'latency.',
-        measurement='benchmarks/tuning.py --qos: delivered rate and p50/p99 latency of 1920x1080 rgb8 '
-                    'frames reliable vs best effort between two rclpy processes on one host (design.md '
-                    'measured p50 40 ms / p99 81 ms for 1080p over DDS here); the tuner treats '
-                    'input_reliability as a knob and keeps the change only when the measured p99 falls.',
-        applies_when='frames over about 64 KiB (fragmented), lossy or busy links'),
+        title='best effort loses large frames on Fast DDS',
+        advice='Between processes on Fast DDS defaults, best-effort frames larger than the 512 KiB '
+               'shared-memory segment are lost almost entirely: use reliable with depth 1-2 for them, or '
+               'enlarge the segment / UDP buffers in a Fast DDS XML profile and measure again.',
+        measurement='benchmarks/tuning.py --qos (same machine): best effort delivered 7 of 361 640x480 rgb8 '
+                    'frames (921,600 B) to a fast consumer and 0 of 91 1920x1080 frames; reliable delivered '
+                    '89 of 90 1080p frames at p50 62 ms / p99 82 ms. Frames of 451,584 B: 181 of 181 best '
+                    'effort; 589,824 B: 18 of 182. The tuner treats input_reliability as a knob and keeps a '
+                    'change only when p99 falls without losing throughput.',
+        applies_when='frames over 512 KiB between processes on rmw_fastrtps with default transports'),
     TradeOff(
         title='deadline from the expected rate turns silence into an event',
-        advice='Set deadline = 1.5 frame periods on sensor subscriptions; each miss raises a '
-               'requested-deadline-missed event the tuner counts, instead of a topic that is silently slow.',
-        measurement='test/test_qos_tuner_node.py: a publisher slower than the deadline raises the event '
-                    'within one period under real DDS.',
+        advice='Set deadline = 1.5 frame periods on sensor subscriptions (the publisher must offer one at '
+               'least as tight); each miss raises a requested-deadline-missed event the tuner counts, '
+               'instead of a topic that is silently slow.',
+        measurement='test/test_qos_advisor.py: a publisher offering 50 ms and sending every 300 ms raises '
+                    'offered and requested deadline-missed events under real DDS.',
         applies_when='any periodic stream'),
     TradeOff(
         title='lifespan bounds staleness, not latency',
@@ -256,7 +269,7 @@ def notes_for(spec: QosSpec, kind: str = 'sensor', frame_bytes: int = 0) -> list
     out = []
     if kind == 'sensor' and spec.reliability == 'reliable' and (spec.history == 'keep_all' or spec.depth > 2):
         out.append(f'{TRADE_OFFS[0].title}: {TRADE_OFFS[0].advice}')
-    if kind == 'sensor' and spec.reliability == 'best_effort' and frame_bytes > 64 * 1024:
+    if kind == 'sensor' and spec.reliability == 'best_effort' and frame_bytes > FASTDDS_SHM_SEGMENT_BYTES:
         out.append(f'{TRADE_OFFS[1].title}: {TRADE_OFFS[1].advice}')
     if kind in ('sensor', 'results', 'control') and spec.deadline_ms is None:
         out.append(f'{TRADE_OFFS[2].title}: {TRADE_OFFS[2].advice}')

@@ -34,6 +34,7 @@ from typing import Any
 from isaac_perf.core.tuning import Measurement, Value, ladder, powers_of_two
 
 NAN = float('nan')
+FREE_CUT_FPS_LOSS = 0.10  # a queue-depth or reliability change that loses more throughput is reverted
 
 
 # --------------------------------------------------------------------------------------------- inputs
@@ -544,6 +545,11 @@ class RealtimeController:
         return (s.latency_p99_ms <= r.max_latency_ms * (1.0 - margin) and s.fps >= r.min_fps
                 and (r.jitter_tolerance_ms is None or not s.jitter_ms > r.jitter_tolerance_ms))
 
+    def _free(self, change: Change) -> bool:
+        """Does `change` move only knobs that should not cost throughput (queue depth, reliability)?"""
+        kinds = {k.name: k.kind for k in self.knobs}
+        return all(kinds.get(name) is KnobKind.LATENCY for name in change.new)
+
     def _improves(self, new: PipelineState, base: PipelineState, change: Change) -> bool:
         """Is `new` (measured after `change`) worth keeping over `base`, within the budget?"""
         if not self._feasible(new, self.margin):
@@ -658,6 +664,11 @@ class RealtimeController:
             before, after = overshoot(r, base), overshoot(r, state)
             ok = after < before * (1.0 - self.min_gain) or after == 0
             verdict = f'overshoot {before:.3f} -> {after:.3f}'
+            if ok and self._free(probe.change) and state.fps < base.fps * (1.0 - FREE_CUT_FPS_LOSS):
+                # queue depth and reliability should cost no throughput; a large loss means frames are
+                # being lost (e.g. best effort with frames over Fast DDS's 512 KiB shared-memory segment)
+                ok = False
+                verdict += f', but throughput fell more than {FREE_CUT_FPS_LOSS:.0%}'
         else:
             ok = self._improves(state, base, probe.change)
             verdict = ''

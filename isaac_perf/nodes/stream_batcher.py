@@ -116,6 +116,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               'onnxruntime.', choices=BACKENDS),
     ParamSpec('device', 'auto', "Where to run: 'auto', 'cpu', 'cuda' or 'cuda:N'.", check=_device_ok),
     ParamSpec('enable_fp16', True, 'Run in FP16 where the backend can (torch, TensorRT).'),
+    ParamSpec('cuda_graphs', False, 'torch backend on a GPU: one engine per stream, each replaying one CUDA '
+              'graph per batch-size bucket (powers of two up to max_batch_size; batches are zero-padded up '
+              'to a bucket). Removes the per-kernel launch cost; changing num_streams then reloads.'),
     ParamSpec('input_width', 0, "Model input width; 0 = the model's own (resnet50 224, detector 320).",
               min=0, max=4096),
     ParamSpec('input_height', 0, "Model input height; 0 = the model's own.", min=0, max=4096),
@@ -138,7 +141,7 @@ PARAMS: tuple[ParamSpec, ...] = (
 _BATCH_KEYS = {'max_batch_size', 'max_queue_delay_ms', 'queue_depth', 'preferred_batch_sizes'}
 _IO_KEYS = {'camera_topics', 'input_reliability', 'output_suffix'}
 _RELOAD_KEYS = {'model', 'model_file_path', 'backend', 'device', 'enable_fp16', 'input_width',
-                'input_height', 'resize', 'task'}
+                'input_height', 'resize', 'task', 'cuda_graphs'}
 
 
 def policy_from(values: dict[str, Any]) -> BatchPolicy:
@@ -297,6 +300,8 @@ class StreamBatcher(Node):
         self._last_logged: dict[str, float] = {}
         self._reload = True
         self._pending_streams: int | None = None
+        self._buckets: tuple[int, ...] = ()
+        self._extra_engines: list[Engine] = []  # cuda_graphs: the engines of streams 1..K-1
         self._camera_index: dict[str, int] = {}
         self._subscriptions: list[Any] = []
         self._result_pubs: dict[str, Any] = {}  # camera topic -> publisher; kept while a camera drains
@@ -320,9 +325,14 @@ class StreamBatcher(Node):
                 'max_batch_size', 'max_queue_delay_ns', 'preferred_batch_sizes', 'queue_depth')})
         if 'num_streams' in keys:
             self._pending_streams = int(changes['num_streams'])  # applied by the worker, which owns streams
+            if self._values['cuda_graphs']:
+                self._reload = True  # one engine per stream: new streams need their own engines
         if 'max_batch_size' in keys and self.engine is not None and \
                 int(changes['max_batch_size']) > self.engine.max_batch_size:
             self._reload = True  # a fixed engine profile (TensorRT) must grow
+        if 'max_batch_size' in keys and self._values['cuda_graphs'] and \
+                int(changes['max_batch_size']) > max(self._buckets, default=0):
+            self._reload = True  # graphs are captured up to the old maximum only
         if keys & _IO_KEYS:
             self._create_io()
         if keys & _RELOAD_KEYS:
@@ -434,8 +444,10 @@ class StreamBatcher(Node):
         v = dict(self._values)
         self._publish(self.pipeline.set_scheduler(None))  # finish what the old engine has in flight
         old, self.engine, self.plan = self.engine, None, None
-        if old is not None:
-            old.close()
+        for e in [old] + self._extra_engines:
+            if e is not None:
+                e.close()
+        self._extra_engines = []
         started = time.monotonic()
         warnings: list[str] = []
 
@@ -445,16 +457,26 @@ class StreamBatcher(Node):
 
         fixed_profile = v['backend'] == 'tensorrt'
         options = EngineOptions(device=v['device'], precision='fp16' if v['enable_fp16'] else 'fp32',
-                                max_batch_size=int(v['max_batch_size']) if fixed_profile else 256)
+                                max_batch_size=int(v['max_batch_size']) if fixed_profile else 256,
+                                cuda_graphs=bool(v['cuda_graphs']))
+        sizes = tuple(sorted({min(1 << i, v['max_batch_size']) for i in range(9)}))
+        engines: list[Engine] = []
         try:
-            engine = create_engine(v['backend'], model_path(v), options, log=warn)
+            path = model_path(v)
+            engine = create_engine(v['backend'], path, options, log=warn)
+            engines.append(engine)
             try:
                 plan = ModelPlan(engine, self._values)  # live values: top_k etc. apply without a reload
-                if v['warmup_iterations']:
-                    sizes = tuple(sorted({min(1 << i, v['max_batch_size']) for i in range(9)}))
-                    engine.warmup(sizes, int(v['warmup_iterations']))
+                graphs = bool(getattr(engine, 'use_graphs', False))
+                if graphs:  # one engine (and one set of graph buffers) per stream
+                    engines += [create_engine(v['backend'], path, options, log=warn)
+                                for _ in range(int(v['num_streams']) - 1)]
+                if v['warmup_iterations'] or graphs:
+                    for e in engines:
+                        e.warmup(sizes, max(1, int(v['warmup_iterations'])))
             except BaseException:
-                engine.close()
+                for e in engines:
+                    e.close()
                 raise
         except (EngineError, OSError, ValueError, RuntimeError, ImportError) as exc:
             self.engine_error = str(exc)
@@ -462,7 +484,9 @@ class StreamBatcher(Node):
             return
         gpu = str(engine.device).startswith('cuda') and engine.backend == 'torch'
         runtime = create_runtime('torch' if gpu else 'cpu', device=str(engine.device) if gpu else 'cuda')
-        compute = EngineCompute(engine, plan.config, gpu=runtime.is_gpu)
+        self._buckets = sizes if graphs else ()
+        compute = [EngineCompute(e, plan.config, gpu=runtime.is_gpu, buckets=self._buckets) for e in engines]
+        self._extra_engines = engines[1:]
         sched = BatchScheduler(runtime, compute, num_streams=int(v['num_streams']),
                                depth=int(v['buffers_per_stream']), policy=v['stream_policy'])
         self.engine, self.plan = engine, plan
@@ -473,7 +497,8 @@ class StreamBatcher(Node):
         self.get_logger().info(
             f'engine ready in {time.monotonic() - started:.1f} s: backend={engine.backend} '
             f'device={engine.device} runtime={runtime.describe()} task={plan.task} '
-            f'input={plan.config.width}x{plan.config.height} streams={sched.num_streams}')
+            f'input={plan.config.width}x{plan.config.height} streams={sched.num_streams} '
+            f'cuda_graphs={"buckets " + str(self._buckets) if graphs else "off"}')
 
     # ---------------------------------------------------------------------------------- output
 
@@ -584,8 +609,9 @@ class StreamBatcher(Node):
             leaks = sched.close()
             if any(leaks.values()):
                 self.get_logger().warning(f'buffers still checked out at shutdown: {leaks}')
-        if self.engine is not None:
-            self.engine.close()
+        for engine in [self.engine] + self._extra_engines:
+            if engine is not None:
+                engine.close()
         super().destroy_node()
 
 
