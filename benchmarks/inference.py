@@ -365,6 +365,8 @@ class Bench:
 
 def _category(name: str) -> str:
     n = name.lower()
+    if 'pool' in n:  # before the conv test: cuDNN-style names like max_pool_forward_nhwc contain 'nhwc'
+        return 'pool/reduce'
     if any(k in n for k in ('conv', 'xmma', 'implicit', 'cudnn', 'sm90', 'sm80', 'hmma', 'nhwc', 'fprop',
                             'cutlass', 'triton_tem')):
         return 'conv/gemm'
