@@ -102,3 +102,15 @@ def test_decode_detections_torch_equals_numpy(device):
             np.testing.assert_array_equal(g.class_ids, r.class_ids)
             np.testing.assert_allclose(g.scores, r.scores, rtol=1e-6)
             np.testing.assert_allclose(g.boxes, r.boxes, rtol=1e-6)
+
+
+def test_nms_max_keep_equals_full_run_cut_short():
+    rng = np.random.default_rng(7)
+    xy = rng.uniform(0, 300, (400, 2)).astype(np.float32)
+    wh = rng.uniform(5, 60, (400, 2)).astype(np.float32)
+    boxes = np.concatenate([xy, xy + wh], axis=1)
+    scores = rng.uniform(0, 1, 400).astype(np.float32)
+    classes = rng.integers(0, 3, 400)
+    full = nms(boxes, scores, 0.45, classes)
+    assert full.size > 20
+    np.testing.assert_array_equal(nms(boxes, scores, 0.45, classes, max_keep=20), full[:20])

@@ -66,8 +66,11 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
-        class_ids: np.ndarray | None = None) -> np.ndarray:
+        class_ids: np.ndarray | None = None, max_keep: int | None = None) -> np.ndarray:
     """Greedy NMS: indices of kept boxes, best score first (stable for equal scores).
+
+    `max_keep` stops once that many boxes are kept: greedy NMS keeps boxes in score order, so the first
+    `max_keep` are the same as those of a full run cut to `max_keep`, at a fraction of the cost.
 
     With `class_ids`, a box only suppresses boxes of its own class (class-aware NMS); the IoU is computed
     on the boxes as given (no coordinate-offset trick, so no float precision is lost for large ids).
@@ -79,7 +82,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
     while order.size:
         i = order[0]
         keep.append(i)
-        if order.size == 1:
+        if order.size == 1 or (max_keep is not None and len(keep) >= max_keep):
             break
         rest = order[1:]
         suppress = box_iou(boxes[i:i + 1], boxes[rest])[0] > iou_threshold
@@ -114,7 +117,8 @@ def decode_detections(boxes: np.ndarray, scores: np.ndarray, score_threshold: fl
         if cand.size == 0:
             results.append(Detections())
             continue
-        keep = nms(b[cand], best[cand], iou_threshold, cls[cand] if class_aware else None)[:max_detections]
+        keep = nms(b[cand], best[cand], iou_threshold, cls[cand] if class_aware else None,
+                   max_keep=max_detections)
         idx = cand[keep]
         results.append(Detections(b[idx].copy(), best[idx].copy(), cls[idx].astype(np.int64)))
     return results
