@@ -55,9 +55,12 @@ PARAMS: tuple[ParamSpec, ...] = (
               'their first frames only.', min=1.0, max=65536.0),
     ParamSpec('loop', True, 'Loop the frames; false stops after one pass (every frame published once).'),
     ParamSpec('frame_id', 'camera_{i}_optical_frame', 'header.frame_id of camera {i}.'),
-    ParamSpec('qos_reliability', 'best_effort', 'Publisher reliability (best_effort = sensor data).',
+    ParamSpec('qos_reliability', 'reliable', 'Publisher reliability. reliable by default: between processes '
+              'Fast DDS lost almost every best-effort frame over its 512 KiB shared-memory segment '
+              '(640x480 rgb8 and larger; see docs/tuning.md); best_effort suits small frames.',
               choices=RELIABILITY),
-    ParamSpec('qos_depth', 5, 'Publisher history depth (keep last N).', min=1, max=1000),
+    ParamSpec('qos_depth', 1, 'Publisher history depth (keep last N); 1 keeps a slow reader on the newest '
+              'frame instead of a queue of stale ones.', min=1, max=1000),
     ParamSpec('diagnostics_period_s', 1.0, 'Period of the /diagnostics status of this node.',
               min=0.1, max=60.0),
 )

@@ -98,8 +98,10 @@ PARAMS: tuple[ParamSpec, ...] = (
               "the model's."),
     ParamSpec('output_tensor_names', [''], "The model's output tensor names, checked at load; [''] = take "
               "the model's."),
-    ParamSpec('input_qos', 'SENSOR_DATA', "QoS of the image subscriptions: 'SENSOR_DATA', 'DEFAULT', "
-              "'SYSTEM_DEFAULT' (or short keys such as 'best_effort,depth=2').", check=qos_name_error),
+    ParamSpec('input_qos', 'SENSOR_DATA,reliable', "QoS of the image subscriptions: 'SENSOR_DATA', "
+              "'DEFAULT', 'SYSTEM_DEFAULT', optionally with short keys such as 'best_effort,depth=2'. "
+              "Reliable by default: large best-effort frames are lost between processes (docs/tuning.md).",
+              check=qos_name_error),
     ParamSpec('output_qos', 'DEFAULT', 'QoS of the result and stage-time publishers (same names).',
               check=qos_name_error),
     ParamSpec('queue_depth', 1, 'Frames kept per input topic while the engine is busy; older ones are '
