@@ -22,9 +22,14 @@ buffer from the pools vs cudaHostAlloc/cudaFreeHost and cudaMalloc/cudaFree (cud
 caching allocators; and the end-to-end effect: mode c with pools vs the same run where every buffer is a
 fresh cudaMalloc/cudaHostAlloc freed after use (pool cache disabled).
 
-Overlap: mode c runs with CUDA events recorded at each upload's and each compute's start and end per
-stream; the timeline is written as chrome://tracing JSON (--trace-out) and as a PNG (--plot-out), and the
-share of upload time hidden under compute is reported.
+Overlap: mode c runs (--trace-configs KxB) with CUDA events recorded at each upload's and each compute's
+start and end per stream; each timeline is written next to --out as chrome://tracing JSON and as a PNG,
+with the share of upload time hidden under compute and the GPU's busy fraction. Uploads can only hide
+under compute when the GPU, not the host, is the bottleneck: `--image-size 448` (4x the FLOPs) shows it.
+
+Modes b and c compute softmax + top-5 on the GPU (EngineCompute topk=5): 5 values per frame come back.
+With CUDA graphs (rows marked so), each stream has its own engine (graph buffers are per engine) and
+batches are zero-padded up to a power-of-two bucket. --sections picks parts: modes, graphs, pools, trace.
 
 Physical floor: max(FLOPs / measured FP16 matmul rate, frame bytes / measured pinned H2D bandwidth).
 
@@ -53,7 +58,7 @@ from isaac_perf.core.batching import NS_PER_MS, BatchPolicy, DynamicBatcher, Fra
 from isaac_perf.core.cuda.batch_compute import BatchPreprocessor, EngineCompute  # noqa: E402
 from isaac_perf.core.cuda.pools import BufferPool, device_pool, host_pool  # noqa: E402
 from isaac_perf.core.cuda.runtime import Runtime, create_runtime  # noqa: E402
-from isaac_perf.core.cuda.streams import EventTrace, copy_compute_overlap  # noqa: E402
+from isaac_perf.core.cuda.streams import EventTrace, copy_compute_overlap, covered_ms  # noqa: E402
 from isaac_perf.core.engines.base import EngineOptions, to_numpy  # noqa: E402
 from isaac_perf.core.engines.factory import create_engine  # noqa: E402
 from isaac_perf.core.postprocess import topk  # noqa: E402
@@ -68,8 +73,12 @@ def pct(values: list[float], q: float) -> float:
 
 
 def post_top5(outputs: dict[str, np.ndarray], frames: list[Frame]) -> list[Any]:
-    ids, scores = topk(np.asarray(outputs['logits'])[:len(frames)], 5)
-    return [(ids[i], scores[i]) for i in range(len(frames))]
+    n = len(frames)
+    if 'topk_ids' in outputs:  # reduced on the device (EngineCompute topk=5)
+        ids, scores = outputs['topk_ids'][:n], outputs['topk_scores'][:n]
+    else:
+        ids, scores = topk(np.asarray(outputs['logits'])[:n], 5)
+    return [(ids[i], scores[i]) for i in range(n)]
 
 
 # ------------------------------------------------------------------------------------------ cameras
@@ -166,12 +175,14 @@ class PipelineRunner:
     def __init__(self, runtime: Runtime, engine, cfg: PreprocessConfig, streams: int, max_batch: int,
                  delay_ms: float, depth: int, trace: EventTrace | None = None,
                  host: BufferPool | None = None, device: BufferPool | None = None,
-                 buckets: tuple[int, ...] = ()) -> None:
+                 buckets: tuple[int, ...] = (), stage_threads: int = 0, topk_k: int = 5) -> None:
         # `engine` may be a list: one engine per stream (CUDA-graph engines keep per-call static buffers).
         engines = engine if isinstance(engine, list) else [engine]
-        compute = [EngineCompute(e, cfg, gpu=runtime.is_gpu, buckets=buckets) for e in engines[:streams]]
+        compute = [EngineCompute(e, cfg, gpu=runtime.is_gpu, buckets=buckets, topk=topk_k)
+                   for e in engines[:streams]]
         self.scheduler = BatchScheduler(runtime, compute, num_streams=streams, depth=2, trace=trace,
-                                        host=host, device=device)
+                                        host=host, device=device,
+                                        stage_threads=stage_threads if runtime.is_gpu else 0)
         self.batcher = DynamicBatcher(BatchPolicy(max_batch_size=max_batch,
                                                   max_queue_delay_ns=int(delay_ms * NS_PER_MS),
                                                   queue_depth=depth))
@@ -261,7 +272,7 @@ def single_frame_logits(engine, pre: BatchPreprocessor, frame: np.ndarray, gpu: 
 def check_correctness(runtime: Runtime, engine, cfg: PreprocessConfig, frames, gpu: bool) -> float:
     """Max relative error (L2) between a 4-camera batch through the pipeline and single-frame runs."""
     from isaac_perf.core.scheduler import slice_outputs
-    r = PipelineRunner(runtime, engine, cfg, 2, 4, 0.0, 8)
+    r = PipelineRunner(runtime, engine, cfg, 2, 4, 0.0, 8, topk_k=0)
     r.pipeline.post = slice_outputs
     for i in range(4):
         r.push(f'cam{i}', frames[i][1], i)
@@ -277,6 +288,17 @@ def check_correctness(runtime: Runtime, engine, cfg: PreprocessConfig, frames, g
         worst = max(worst, float(err))
     if not worst < 2e-2:
         raise SystemExit(f'correctness check failed: batched logits differ by {worst:.2e} (relative)')
+    # And the device-side top-5 names the same classes as a host top-5 of the single-frame logits.
+    r = PipelineRunner(runtime, engine, cfg, 2, 4, 0.0, 8, topk_k=5)
+    for i in range(4):
+        r.push(f'cam{i}', frames[i][1], i)
+    got = r.pipeline.step(clock()) + r.pipeline.drain(clock())
+    r.close()
+    for x in got:
+        ref = single_frame_logits(engine, pre, frames[int(x.camera[3:])][1], gpu)
+        same = len(set(np.asarray(x.result[0]).tolist()) & set(np.argsort(-ref)[:5].tolist()))
+        if same < 4:  # FP16 may swap a near-tie at the edge of the top 5, not more
+            raise SystemExit(f'correctness check failed: device top-5 shares {same}/5 classes with the host')
     return worst
 
 
@@ -410,8 +432,6 @@ def plot_trace(spans, path: Path, window_ms: float = 25.0) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--out', default='results/batching.json')
-    ap.add_argument('--trace-out', default='', help='chrome://tracing JSON (default: next to --out)')
-    ap.add_argument('--plot-out', default='', help='PNG of the trace (default: next to --out)')
     ap.add_argument('--quick', action='store_true', help='short runs (1 s each, no sweep); on a machine '
                     'without CUDA the model input is 32x32 (onnxruntime)')
     ap.add_argument('--cameras', type=int, default=8)
@@ -424,11 +444,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument('--streams', type=int, default=4, help='K for mode c')
     ap.add_argument('--max-batch', type=int, default=16)
     ap.add_argument('--delay-ms', type=float, default=2.0)
-    ap.add_argument('--queue-depth', type=int, default=4)
+    ap.add_argument('--queue-depth', type=int, default=2, help='per camera (drop-oldest beyond it)')
+    ap.add_argument('--stage-threads', type=int, default=4, help='threads for the copy into pinned staging')
     ap.add_argument('--sweep', default='', help='extra eager mode c configs KxB at max rate, e.g. 2x16,4x32')
-    ap.add_argument('--graph-sweep', default='1x32,2x16,2x32,4x16',
+    ap.add_argument('--graph-sweep', default='2x16,4x32,8x16',
                     help='extra CUDA-graph mode c configs KxB at max rate')
     ap.add_argument('--no-graphs', action='store_true', help='skip the CUDA-graph rows')
+    ap.add_argument('--sections', default='modes,graphs,pools,trace',
+                    help='what to run: modes (eager a/b/c), graphs (CUDA-graph a/b/c), pools, trace')
+    ap.add_argument('--trace-configs', default='4x16,4x64',
+                    help='KxB configs traced at max rate (the first is the headline c; a larger batch makes '
+                         'the GPU, not the host, the bottleneck: then uploads can hide under compute)')
+    ap.add_argument('--image-size', type=int, default=0, help='model input side; 0 = 224 (32 without CUDA)')
     ap.add_argument('--cudnn-benchmark', action='store_true', help='cuDNN autotuning (slow warm-up per size)')
     ap.add_argument('--model-dir', default=None)
     args = ap.parse_args(argv)
@@ -438,7 +465,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     runtime = create_runtime('auto')  # torch on a GPU; the CPU fallback elsewhere
     gpu = runtime.is_gpu
-    image = 224 if gpu else 32  # the CPU run only exercises the code: a 32x32 ResNet-50 keeps it short
+    # The CPU run only exercises the code: a 32x32 ResNet-50 keeps it short. --image-size 448 (4x the
+    # FLOPs) makes the GPU, not the host, the bottleneck, which is when uploads can hide under compute.
+    image = args.image_size or (224 if gpu else 32)
     model_path = str(models.build_resnet50(image_size=image, cache_dir=args.model_dir))
     flops = models.model_flops(model_path)
     graph_engines = None
@@ -448,8 +477,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                                   max_batch_size=256), fallback=False)
         if not args.no_graphs:
             t = time.perf_counter()
+            configs = (args.graph_sweep + ',' + args.trace_configs).split(',')
             specs = [(args.streams, args.max_batch)] + [tuple(int(v) for v in x.split('x'))
-                                                         for x in args.graph_sweep.split(',') if x]
+                                                         for x in configs if x]
             top = max(b for _, b in specs)
             buckets = tuple(b for b in (1, 2, 4, 8, 16, 32, 64, 128, 256) if b < top) + (top,)
             opts = EngineOptions(device='cuda', precision='fp16', max_batch_size=256, cuda_graphs=True)
@@ -519,17 +549,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return run_mode(runner, frames, fps, depth, warmup, duration)
 
     def pipe(k: int, b: int, depth: int, rt: Runtime = runtime, **kw) -> PipelineRunner:
-        return PipelineRunner(rt, engine, cfg, k, b, args.delay_ms, depth, **kw)
+        return PipelineRunner(rt, engine, cfg, k, b, args.delay_ms, depth, stage_threads=args.stage_threads,
+                              **kw)
 
     depth, big = args.queue_depth, args.max_batch
-    for rate_name, fps in (('30', args.fps), ('max', args.max_fps)):
+    sections = set(args.sections.split(','))
+    for rate_name, fps in (('30', args.fps), ('max', args.max_fps)) if 'modes' in sections else ():
         record('a per-frame sequential', rate_name,
                measure(SequentialRunner(engine, cfg, gpu, depth), fps, depth))
         record('b batching, 1 stream', rate_name, measure(pipe(1, big, depth), fps, depth),
                streams=1, max_batch=big)
         record(f'c batching, {args.streams} streams', rate_name,
                measure(pipe(args.streams, big, depth), fps, depth), streams=args.streams, max_batch=big)
-    for spec in [s for s in args.sweep.split(',') if s]:
+    for spec in [s for s in args.sweep.split(',') if s and 'modes' in sections]:
         k, b = (int(v) for v in spec.split('x'))
         d = max(depth, b // args.cameras)
         record(f'c sweep K={k} B={b}', 'max', measure(pipe(k, b, d), args.max_fps, d), streams=k, max_batch=b,
@@ -540,10 +572,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     g_engines: list = []
     if graph_engines:
         g_engines, buckets = graph_engines
+    if graph_engines and 'graphs' in sections:
         gk = args.streams
 
         def gpipe(k: int, b: int, d: int, **kw) -> PipelineRunner:
-            return PipelineRunner(runtime, g_engines, cfg, k, b, args.delay_ms, d, buckets=buckets, **kw)
+            return PipelineRunner(runtime, g_engines, cfg, k, b, args.delay_ms, d, buckets=buckets,
+                                  stage_threads=args.stage_threads, **kw)
 
         for rate_name, fps in (('30', args.fps), ('max', args.max_fps)):
             record('a per-frame sequential, CUDA graph', rate_name,
@@ -560,19 +594,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # Memory pools: microbenchmarks and the end-to-end effect.
     frame_bytes = args.width * args.height * 3
-    results['pool_microbench'] = pool_microbench(
-        runtime, {'frame': frame_bytes, 'batch': frame_bytes * args.max_batch}, args.quick)
-    for row in results['pool_microbench']:
-        print(f"{row['size']:>5} {row['kind']:>6} {row['method']:<28} {row['median_us']:10.1f} us median  "
-              f"{row['p99_us']:10.1f} us p99", flush=True)
-    raw_rt = raw_cuda_runtime() if gpu else None
+    if 'pools' in sections:
+        results['pool_microbench'] = pool_microbench(
+            runtime, {'frame': frame_bytes, 'batch': frame_bytes * args.max_batch}, args.quick)
+        for row in results['pool_microbench']:
+            print(f"{row['size']:>5} {row['kind']:>6} {row['method']:<28} {row['median_us']:10.1f} us "
+                  f"median {row['p99_us']:10.1f} us p99", flush=True)
+    raw_rt = raw_cuda_runtime() if gpu and 'pools' in sections else None
     if raw_rt is not None:
         try:
             for label, cache in (('pools', None), ('no pools (cudaMalloc/cudaHostAlloc per buffer)', 0)):
                 r = PipelineRunner(raw_rt, g_engines or engine, cfg, args.streams, big, args.delay_ms, depth,
                                    host=host_pool(raw_rt, max_cached_bytes=cache),
                                    device=device_pool(raw_rt, max_cached_bytes=cache),
-                                   buckets=graph_engines[1] if graph_engines else ())
+                                   buckets=graph_engines[1] if graph_engines else (),
+                                   stage_threads=args.stage_threads)
                 record(f'c {label}' + (', CUDA graphs' if g_engines else ''), 'max',
                        measure(r, args.max_fps, depth), streams=args.streams, max_batch=big,
                        allocator='cuda-python', graphs=bool(g_engines))
@@ -580,27 +616,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             traceback.print_exc()
             print(f'end-to-end pool comparison failed: {exc}', flush=True)
 
-    # Event trace of mode c: copy/compute overlap.
-    trace = EventTrace(runtime)
-    traced = PipelineRunner(runtime, g_engines or engine, cfg, args.streams, big, args.delay_ms, depth,
-                            trace=trace, buckets=graph_engines[1] if graph_engines else ())
-    results['trace_mode'] = (f'c, {args.streams} streams, max rate'
-                             + (', CUDA graphs' if g_engines else ', eager'))
-    measure(traced, args.max_fps, depth, 0.2, min(args.duration, 1.0))
-    trace.collect(block=True)
-    overlap = copy_compute_overlap(trace.spans)
-    results['overlap'] = overlap
-    trace_path = Path(args.trace_out or out.with_name(out.stem + '_trace.json'))
-    plot_path = Path(args.plot_out or out.with_name(out.stem + '_trace.png'))
-    trace.write_chrome_trace(trace_path)
-    try:
-        plot_trace(list(trace.spans), plot_path)
-    except ImportError as exc:
-        print(f'no PNG plot ({exc}); the chrome trace has the same data', flush=True)
-    results['trace_files'] = [str(trace_path), str(plot_path)]
-    print(f"overlap: {overlap['copy_hidden_ms']:.1f} of {overlap['copy_ms']:.1f} ms of uploads ran under "
-          f"compute ({overlap['copy_hidden_fraction']:.0%}), {int(overlap['num_copies'])} batches",
-          flush=True)
+    # Event traces of mode c: copy/compute overlap.
+    results['traces'] = []
+    for spec in [x for x in args.trace_configs.split(',') if x and 'trace' in sections]:
+        k, b = (int(v) for v in spec.split('x'))
+        d = max(depth, b // args.cameras)
+        trace = EventTrace(runtime)
+        traced = PipelineRunner(runtime, g_engines or engine, cfg, k, b, args.delay_ms, d, trace=trace,
+                                buckets=graph_engines[1] if graph_engines else (),
+                                stage_threads=args.stage_threads)
+        row = measure(traced, args.max_fps, d, 0.2, min(args.duration, 1.0))
+        trace.collect(block=True)
+        overlap = copy_compute_overlap(trace.spans)
+        stem = f'{out.stem}_trace_K{k}_B{b}'
+        trace_path, plot_path = out.with_name(stem + '.json'), out.with_name(stem + '.png')
+        trace.write_chrome_trace(trace_path)
+        try:
+            plot_trace(list(trace.spans), plot_path)
+        except ImportError as exc:
+            print(f'no PNG plot ({exc}); the chrome trace has the same data', flush=True)
+        span = max(sp.end_ms for sp in trace.spans) - min(sp.start_ms for sp in trace.spans)
+        entry = {'streams': k, 'max_batch': b, 'queue_depth': d, 'graphs': bool(g_engines),
+                 'throughput_fps': row['throughput_fps'], 'latency_ms_p99': row['latency_ms_p99'],
+                 'gpu_busy_fraction': covered_ms((sp.start_ms, sp.end_ms) for sp in trace.spans) / span
+                 if span > 0 else float('nan'),
+                 **overlap, 'files': [str(trace_path), str(plot_path)]}
+        results['traces'].append(entry)
+        save()
+        print(f"trace K={k} B={b}: {overlap['copy_hidden_ms']:.1f} of {overlap['copy_ms']:.1f} ms of uploads "
+              f"ran under compute ({overlap['copy_hidden_fraction']:.0%}), {int(overlap['num_copies'])} "
+              f"batches, GPU busy {entry['gpu_busy_fraction']:.0%}, {row['throughput_fps']:.0f} fps, "
+              f"p99 {row['latency_ms_p99']:.1f} ms", flush=True)
 
     # Physical floor and headline ratios.
     h2d = measure_h2d_gbps(runtime, frame_bytes * args.max_batch)

@@ -9,7 +9,7 @@ steps=${*:-"env gputests inference gpu_sampler monitor batching pipeline tuning 
 out=${OUT:-results}; mkdir -p "$out/r"
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD ROS_DOMAIN_ID=$(( (RANDOM % 100) + 100 ))
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ISAAC_PERF_CACHE=/tmp/isaac_perf_cache
-if [ -d .whl ]; then
+if [ -d .whl ] && ! python3 -c 'import rclpy' 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || { echo "wheel install failed"; exit 1; }
 fi

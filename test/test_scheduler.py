@@ -72,6 +72,17 @@ def test_batches_go_round_robin_over_the_streams_and_the_pools_reuse_buffers():
     assert dev.allocations == 1 and dev.high_water_checked_out == 1
 
 
+def test_staging_with_threads_copies_every_frame_into_place():
+    rng = np.random.default_rng(5)
+    frames = [rng.integers(0, 255, (6, 5, 3), dtype=np.uint8) for _ in range(7)]
+    for threads in (0, 3, 8):
+        sched = BatchScheduler(CpuRuntime(), frame_sum, num_streams=1, stage_threads=threads)
+        sched.submit(frames, meta=None)
+        (c,) = sched.wait_all()
+        assert c.outputs['sum'].tolist() == [int(f.sum(dtype=np.int64)) for f in frames]
+        assert sched.close() == {'host': [], 'device': []}
+
+
 def test_each_stream_can_have_its_own_compute_function():
     calls = []
 
@@ -176,6 +187,15 @@ def test_batched_torch_preprocessing_matches_the_numpy_reference(encoding, shape
     got = pre.torch(t, encoding).numpy()
     assert got.shape == ref.shape
     assert np.abs(got - ref).max() < 1e-4
+
+
+def test_fast_topk_matches_the_reference_topk():
+    from isaac_perf.core.cuda.batch_compute import topk_numpy
+    from isaac_perf.core.postprocess import topk
+    logits = np.random.default_rng(2).standard_normal((6, 1000)).astype(np.float32)
+    ids, scores = topk_numpy(logits, 5)
+    ref_ids, ref_scores = topk(logits, 5)
+    assert np.array_equal(ids, ref_ids) and np.allclose(scores, ref_scores, rtol=1e-6)
 
 
 def test_key_encoding_reads_the_batch_key():

@@ -28,6 +28,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,7 +107,8 @@ class BatchScheduler:
                  depth: int = 2,
                  policy: str = 'round_robin', host: BufferPool | None = None,
                  device: BufferPool | None = None, trace: EventTrace | None = None,
-                 separate_copy_stream: bool = True, clock: Callable[[], int] = time.perf_counter_ns) -> None:
+                 separate_copy_stream: bool = True, clock: Callable[[], int] = time.perf_counter_ns,
+                 stage_threads: int = 0) -> None:
         if policy not in POLICIES:
             raise ValueError(f'stream policy {policy!r} is not one of {", ".join(POLICIES)}')
         if depth < 1:
@@ -125,6 +127,11 @@ class BatchScheduler:
         self.trace = trace
         self.separate_copy_stream = separate_copy_stream
         self._clock = clock
+        # The host copy camera buffer -> pinned staging is the one per-frame host cost (~0.1 ms for a
+        # 640x480 rgb8 frame); numpy releases the GIL for it, so a few threads split a batch's frames.
+        self._stage_pool = ThreadPoolExecutor(stage_threads, thread_name_prefix='stage') \
+            if stage_threads > 1 else None
+        self._stage_threads = stage_threads
         self._lanes: list[_Lane] = []
         self._retired: list[_Lane] = []
         self._cursor = 0
@@ -205,8 +212,7 @@ class BatchScheduler:
             t0 = time.perf_counter_ns()
             job.staging = self.host_pool.acquire(nbytes, tag=f'staging:job{job.id}')
             staged = job.staging.view(shape, first.dtype.name)
-            for i, f in enumerate(frames):
-                staged[i] = f  # the one host copy: camera buffer -> pinned memory
+            self._stage(staged, frames)
             job.stage_ms = (time.perf_counter_ns() - t0) / 1e6
             job.device = self.device_pool.acquire(nbytes, tag=f'input:job{job.id}')
             rt = self.runtime
@@ -246,6 +252,24 @@ class BatchScheduler:
                            job=job.id, batch=job.n)
         return job.id
 
+    def _stage(self, staged: np.ndarray, frames: Sequence[np.ndarray]) -> None:
+        """The one host copy per frame: camera buffer -> pinned staging memory."""
+        n = len(frames)
+        if self._stage_pool is None or n < 2:
+            for i, f in enumerate(frames):
+                staged[i] = f
+            return
+        chunks = min(self._stage_threads, n)
+        bounds = [n * c // chunks for c in range(chunks + 1)]
+
+        def copy(lo: int, hi: int) -> None:
+            for i in range(lo, hi):
+                np.copyto(staged[i], frames[i])
+
+        futures = [self._stage_pool.submit(copy, bounds[c], bounds[c + 1]) for c in range(chunks)]
+        for future in futures:
+            future.result()
+
     # ------------------------------------------------------------------------------------- poll
 
     def poll(self) -> list[Completion]:
@@ -280,6 +304,8 @@ class BatchScheduler:
         """Finish in-flight work and free the pools; returns leaks per pool (should be empty)."""
         for c in self.wait_all():
             c.release()
+        if self._stage_pool is not None:
+            self._stage_pool.shutdown(wait=True)
         return {'host': self.host_pool.close(), 'device': self.device_pool.close()}
 
     def _collect(self) -> None:

@@ -107,6 +107,8 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('num_streams', 2, 'CUDA streams (lanes of copy + compute stream) batches are spread over.',
               min=1, max=16),
     ParamSpec('stream_policy', 'round_robin', 'How a batch picks its stream.', choices=POLICIES),
+    ParamSpec('stage_threads', 4, 'Threads that copy a batch\'s frames into pinned staging memory (GPU '
+              'runtime; 0 or 1 = the worker thread alone).', min=0, max=32, read_only=True),
     ParamSpec('buffers_per_stream', 2, 'Batches in flight per stream (2 = double buffering: the upload '
               'of the next batch overlaps the compute of this one).', min=1, max=8, read_only=True),
     ParamSpec('model', 'resnet50', "Built-in model to generate and run; '' = use model_file_path.",
@@ -228,7 +230,10 @@ class ModelPlan:
         v = self.values
         n = len(frames)
         if self.task == 'classification':
-            ids, scores = topk(np.asarray(outputs[self.logits], np.float32)[:n], int(v['top_k']))
+            if 'topk_ids' in outputs:  # reduced on the device by EngineCompute
+                ids, scores = outputs['topk_ids'][:n], outputs['topk_scores'][:n]
+            else:
+                ids, scores = topk(np.asarray(outputs[self.logits], np.float32)[:n], int(v['top_k']))
             return [ResultRows(np.stack([ids[i].astype(np.float32), scores[i]], axis=1), 'classification')
                     for i in range(n)]
         detections = decode_detections(outputs['boxes'][:n], outputs['scores'][:n],
@@ -485,10 +490,13 @@ class StreamBatcher(Node):
         gpu = str(engine.device).startswith('cuda') and engine.backend == 'torch'
         runtime = create_runtime('torch' if gpu else 'cpu', device=str(engine.device) if gpu else 'cuda')
         self._buckets = sizes if graphs else ()
-        compute = [EngineCompute(e, plan.config, gpu=runtime.is_gpu, buckets=self._buckets) for e in engines]
+        top_k = (lambda: int(self._values['top_k'])) if plan.task == 'classification' else 0
+        compute = [EngineCompute(e, plan.config, gpu=runtime.is_gpu, buckets=self._buckets, topk=top_k)
+                   for e in engines]
         self._extra_engines = engines[1:]
         sched = BatchScheduler(runtime, compute, num_streams=int(v['num_streams']),
-                               depth=int(v['buffers_per_stream']), policy=v['stream_policy'])
+                               depth=int(v['buffers_per_stream']), policy=v['stream_policy'],
+                               stage_threads=int(v['stage_threads']) if runtime.is_gpu else 0)
         self.engine, self.plan = engine, plan
         self.pipeline.post = plan.post
         self.pipeline.set_scheduler(sched)

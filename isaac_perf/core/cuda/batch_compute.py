@@ -11,7 +11,7 @@ PCIe than float32) and everything runs on the lane's compute stream; on the CPU 
 """
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import numpy as np
@@ -87,6 +87,21 @@ class BatchPreprocessor:
         return self._torch_consts[device]
 
 
+def topk_numpy(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax top-k per row, best first, in O(classes) per row (argpartition, then sort k).
+
+    The same ids and scores as `postprocess.topk` except among exactly equal scores.
+    """
+    x = np.asarray(logits, dtype=np.float32)
+    z = np.exp(x - x.max(axis=1, keepdims=True))
+    probs = z / z.sum(axis=1, keepdims=True)
+    k = max(1, min(int(k), probs.shape[1]))
+    part = np.argpartition(-probs, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(probs, part, axis=1), axis=1, kind='stable')
+    ids = np.take_along_axis(part, order, axis=1)
+    return ids.astype(np.int64), np.take_along_axis(probs, ids, axis=1)
+
+
 class EngineCompute:
     """`compute(x, stream, batch)` for BatchScheduler: preprocess the uploaded frames, run the engine.
 
@@ -96,8 +111,14 @@ class EngineCompute:
     """
 
     def __init__(self, engine: Any, cfg: PreprocessConfig, gpu: bool, default_encoding: str = 'rgb8',
-                 buckets: tuple[int, ...] = ()) -> None:
+                 buckets: tuple[int, ...] = (), topk: int | Callable[[], int] = 0) -> None:
         self.engine = engine
+        # Classification: softmax + top-k on the device, so k values per frame come back instead of all
+        # class scores (and the host skips a sort per frame). Outputs 'topk_ids' and 'topk_scores' then
+        # replace the logits. An int, or a callable read at every batch (a live top_k parameter).
+        self.topk = topk
+        outs = engine.outputs
+        self.logits_name = outs[0].name if len(outs) == 1 and len(outs[0].shape) == 2 else ''
         # Batch sizes the engine is prepared for (e.g. one CUDA graph each): a batch is padded with zeros
         # up to the smallest bucket that holds it; rows past the real frames are ignored downstream.
         self.buckets = tuple(sorted(set(buckets)))
@@ -122,13 +143,27 @@ class EngineCompute:
                 extra = self._padding(inp.shape[0])
                 if extra:
                     inp = torch.cat([inp, inp.new_zeros((extra,) + tuple(inp.shape[1:]))])
-                return self.engine.infer_async({self.input_name: inp}, stream=stream.native)
+                outs = self.engine.infer_async({self.input_name: inp}, stream=stream.native)
+                k = self._k()
+                if k and self.logits_name in outs:
+                    probs = torch.softmax(outs.pop(self.logits_name).float(), dim=1)
+                    scores, ids = probs.topk(min(k, probs.shape[1]), dim=1)
+                    outs['topk_ids'], outs['topk_scores'] = ids.to(torch.int32), scores
+                return outs
         inp = self.pre.numpy(np.asarray(x), encoding, self.input_dtype if self.input_dtype != 'bfloat16'
                              else 'float32')
         extra = self._padding(inp.shape[0])
         if extra:
             inp = np.concatenate([inp, np.zeros((extra,) + inp.shape[1:], inp.dtype)])
-        return self.engine.infer({self.input_name: inp})
+        outs = dict(self.engine.infer({self.input_name: inp}))
+        k = self._k()
+        if k and self.logits_name in outs:
+            ids, scores = topk_numpy(outs.pop(self.logits_name), k)
+            outs['topk_ids'], outs['topk_scores'] = ids.astype(np.int32), scores
+        return outs
+
+    def _k(self) -> int:
+        return int(self.topk()) if callable(self.topk) else int(self.topk)
 
     def _padding(self, n: int) -> int:
         bucket = next((b for b in self.buckets if b >= n), n)
