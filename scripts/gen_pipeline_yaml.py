@@ -6,6 +6,7 @@ import yaml
 from isaac_perf.nodes import image_source, inference, perf_monitor
 
 OVERRIDES = {
+    'inference_node': {'input_qos': 'SENSOR_DATA,reliable'},
     'perf_monitor': {
         'watched_topics': ['/camera_0/image_raw', '/camera_0/image_raw/detections'],
         'expected_rates_hz': [30.0, 0.0],

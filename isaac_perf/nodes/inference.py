@@ -98,10 +98,11 @@ PARAMS: tuple[ParamSpec, ...] = (
               "the model's."),
     ParamSpec('output_tensor_names', [''], "The model's output tensor names, checked at load; [''] = take "
               "the model's."),
-    ParamSpec('input_qos', 'SENSOR_DATA,reliable', "QoS of the image subscriptions: 'SENSOR_DATA', "
-              "'DEFAULT', 'SYSTEM_DEFAULT', optionally with short keys such as 'best_effort,depth=2'. "
-              "Reliable by default: large best-effort frames are lost between processes (docs/tuning.md).",
-              check=qos_name_error),
+    ParamSpec('input_qos', 'SENSOR_DATA', "QoS of the image subscriptions: 'SENSOR_DATA', 'DEFAULT', "
+              "'SYSTEM_DEFAULT', optionally with short keys such as 'best_effort,depth=2'. SENSOR_DATA (best "
+              "effort) accepts every camera driver; with a reliable publisher such as image_source, "
+              "'SENSOR_DATA,reliable' keeps large frames that best effort loses between processes "
+              "(docs/tuning.md), and config/pipeline.yaml sets it.", check=qos_name_error),
     ParamSpec('output_qos', 'DEFAULT', 'QoS of the result and stage-time publishers (same names).',
               check=qos_name_error),
     ParamSpec('queue_depth', 1, 'Frames kept per input topic while the engine is busy; older ones are '
