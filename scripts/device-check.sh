@@ -32,8 +32,9 @@ for s in $steps; do
     gpu_sampler) step gpu_sampler python3 benchmarks/gpu_sampler.py --out "$out/r/gpu_sampler.json" ;;
     monitor) step monitor python3 benchmarks/monitor_overhead.py --out "$out/r/monitor_overhead.json" ;;
     batching) step batching python3 benchmarks/batching.py "${quick[@]}" --out "$out/r/batching.json" ;;
-    pipeline) step pipeline python3 benchmarks/pipeline.py "${quick[@]}" --out "$out/r/pipeline.json" ;;
-    tuning) step tuning python3 benchmarks/tuning.py "${quick[@]}" --out "$out/r/tuning.json" ;;
+    pipeline) step pipeline python3 benchmarks/pipeline.py "${quick[@]}" --backend torch --fp16 --cuda-graphs --out "$out/r/pipeline.json" ;;
+    tuning) step tuning python3 benchmarks/tuning.py "${quick[@]}" --tune-seconds 40 --out "$out/r/tuning.json" \
+             --plot "$out/r/tuning_trajectory.png" ;;
     exercise1) step exercise1 python3 benchmarks/exercise1.py "${quick[@]}" --out "$out/r/exercise1.json" --report-dir "$out/r/exercise1" ;;
     profiler) step profiler python3 benchmarks/profiler_overhead.py --out "$out/r/profiler_overhead.json" ;;
     *) echo "unknown step $s" | tee -a "$summary" ;;
