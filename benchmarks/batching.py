@@ -31,10 +31,16 @@ Modes b and c compute softmax + top-5 on the GPU (EngineCompute topk=5): 5 value
 With CUDA graphs (rows marked so), each stream has its own engine (graph buffers are per engine) and
 batches are zero-padded up to a power-of-two bucket. --sections picks parts: modes, graphs, pools, trace.
 
+Multi-GPU (--gpus 1,2,4): mode c at max rate over each GPU count (one engine, runtime, streams and pools
+per GPU; MultiDeviceScheduler routes each batch to the least-loaded GPU): throughput, p99, scaling vs the
+first count, frames per GPU and mean SM utilisation per GPU (GpuSampler). Counts above the visible GPUs
+are printed as skipped. docs/multi_gpu.md.
+
 Physical floor: max(FLOPs / measured FP16 matmul rate, frame bytes / measured pinned H2D bandwidth).
 
 Usage:  python3 benchmarks/batching.py --out results/batching.json          (GPU machine)
         python3 benchmarks/batching.py --quick                              (short; runs on a CPU too)
+        python3 benchmarks/batching.py --sections modes --gpus 1,2          (multi-GPU scaling)
 """
 from __future__ import annotations
 
@@ -57,13 +63,18 @@ from isaac_perf.core import models  # noqa: E402
 from isaac_perf.core.batching import NS_PER_MS, BatchPolicy, DynamicBatcher, Frame  # noqa: E402
 from isaac_perf.core.cuda.batch_compute import BatchPreprocessor, EngineCompute  # noqa: E402
 from isaac_perf.core.cuda.pools import BufferPool, device_pool, host_pool  # noqa: E402
-from isaac_perf.core.cuda.runtime import Runtime, create_runtime  # noqa: E402
+from isaac_perf.core.cuda.runtime import CpuRuntime, Runtime, create_runtime, visible_gpus  # noqa: E402
 from isaac_perf.core.cuda.streams import EventTrace, copy_compute_overlap, covered_ms  # noqa: E402
 from isaac_perf.core.engines.base import EngineOptions, to_numpy  # noqa: E402
 from isaac_perf.core.engines.factory import create_engine  # noqa: E402
 from isaac_perf.core.postprocess import topk  # noqa: E402
 from isaac_perf.core.preprocess import PreprocessConfig  # noqa: E402
-from isaac_perf.core.scheduler import BatchScheduler, MultiStreamPipeline  # noqa: E402
+from isaac_perf.core.scheduler import (  # noqa: E402
+    BatchScheduler,
+    ComputeDevice,
+    MultiDeviceScheduler,
+    MultiStreamPipeline,
+)
 
 clock = time.perf_counter_ns
 
@@ -215,6 +226,72 @@ class PipelineRunner:
         leaks = self.scheduler.close()
         return {'host_pool': host.as_dict(), 'device_pool': dev.as_dict(),
                 'leaks': {k: len(v) for k, v in leaks.items()}, 'host_waits': self.scheduler.host_waits}
+
+
+class MultiGpuRunner(PipelineRunner):
+    """Mode c over several GPUs: one engine, runtime, set of streams and pools per GPU, batches routed to
+    the least-loaded GPU (MultiDeviceScheduler). `engines[i]` runs on `runtimes[i]`."""
+
+    def __init__(self, runtimes: list[Runtime], engines: list, cfg: PreprocessConfig, streams: int,
+                 max_batch: int, delay_ms: float, depth: int, stage_threads: int = 0,
+                 topk_k: int = 5) -> None:
+        devices = [ComputeDevice(rt, EngineCompute(e, cfg, gpu=rt.is_gpu, topk=topk_k))
+                   for rt, e in zip(runtimes, engines, strict=True)]
+        gpu = runtimes[0].is_gpu
+        self.scheduler = MultiDeviceScheduler(devices, num_streams=streams, depth=2,
+                                              stage_threads=stage_threads if gpu else 0)
+        self.batcher = DynamicBatcher(BatchPolicy(max_batch_size=max_batch,
+                                                  max_queue_delay_ns=int(delay_ms * NS_PER_MS),
+                                                  queue_depth=depth))
+        self.pipeline = MultiStreamPipeline(self.batcher, self.scheduler, post=post_top5)
+
+    def close(self) -> dict:
+        out = super().close()
+        out['frames_per_device'] = list(self.scheduler.frames_per_device)
+        return out
+
+
+class UtilSampler:
+    """GpuSampler in a thread while a run lasts: mean SM utilisation per GPU (NaN without NVML)."""
+
+    def __init__(self, indices: list[int], period_s: float = 0.1) -> None:
+        import threading
+
+        from isaac_perf.core.gpu import GpuSampler
+        self._sampler = GpuSampler(indices=indices)
+        self._values: dict[int, list[float]] = {i: [] for i in indices}
+        self._stop = threading.Event()
+        self._period = period_s
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._period):
+            for sample in self._sampler.sample():
+                if sample.ok and sample.index in self._values:
+                    self._values[sample.index].append(sample.util_percent)
+
+    def __enter__(self) -> UtilSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sampler.close()
+
+    def mean(self) -> dict[int, float]:
+        return {i: float(np.mean(v)) if v else float('nan') for i, v in self._values.items()}
+
+
+def parse_gpu_counts(text: str) -> list[int]:
+    """'1,2,4' -> [1, 2, 4]; raises a message saying what to write."""
+    try:
+        counts = sorted({int(x) for x in text.split(',') if x.strip()})
+    except ValueError:
+        raise SystemExit(f'--gpus {text!r}: give GPU counts separated by commas, e.g. 1,2,4') from None
+    if not counts or counts[0] < 1:
+        raise SystemExit(f'--gpus {text!r}: counts must be >= 1')
+    return counts
 
 
 def run_mode(runner, frames: list[list[np.ndarray]], fps: float, depth: int, warmup_s: float,
@@ -458,6 +535,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument('--image-size', type=int, default=0, help='model input side; 0 = 224 (32 without CUDA)')
     ap.add_argument('--cudnn-benchmark', action='store_true', help='cuDNN autotuning (slow warm-up per size)')
     ap.add_argument('--model-dir', default=None)
+    ap.add_argument('--gpus', default='', help='GPU counts for the multi-GPU scaling section, e.g. 1,2,4: '
+                    'mode c at max rate over 1..N GPUs (one engine each, least-loaded routing); counts '
+                    'above the visible GPUs are reported and skipped')
     args = ap.parse_args(argv)
     if args.quick:
         args.duration, args.warmup = min(args.duration, 1.0), min(args.warmup, 0.3)
@@ -592,6 +672,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             record(f'c sweep K={k} B={b}, CUDA graphs', 'max', measure(gpipe(k, b, d), args.max_fps, d),
                    streams=k, max_batch=b, queue_depth=d, graphs=True)
 
+    # Multi-GPU scaling: mode c at max rate over 1..N GPUs, throughput vs 1 GPU, utilisation per GPU.
+    if args.gpus:
+        results['gpu_scaling'] = gpu_scaling(args, model_path, cfg, frames, record, measure)
+
     # Memory pools: microbenchmarks and the end-to-end effect.
     frame_bytes = args.width * args.height * 3
     if 'pools' in sections:
@@ -692,6 +776,55 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     save()
     print_table(results)
     return results
+
+
+def gpu_scaling(args: argparse.Namespace, model_path: str, cfg: PreprocessConfig, frames, record,
+                measure) -> dict[str, Any]:
+    """The 8-camera mode c run at max rate per GPU count; scaling and per-GPU utilisation."""
+    gpus = visible_gpus()
+    available = len(gpus)
+    counts = parse_gpu_counts(args.gpus)
+    out: dict[str, Any] = {'visible_gpus': gpus, 'asked': counts, 'skipped': [], 'rows': []}
+    for n in counts:
+        if n > max(available, 1) or (n > 1 and not available):
+            print(f'--gpus {n}: only {available} GPU(s) visible here ({", ".join(gpus) or "none"}): skipped',
+                  flush=True)
+            out['skipped'].append(n)
+    depth, big = args.queue_depth, args.max_batch
+    base = None
+    for n in [c for c in counts if c not in out['skipped']]:
+        if available:
+            runtimes = [create_runtime('torch', device=f'cuda:{g}') for g in range(n)]
+            engines = [create_engine('torch', model_path, EngineOptions(device=f'cuda:{g}', precision='fp16',
+                                                                         max_batch_size=256), fallback=False)
+                       for g in range(n)]
+            sizes = tuple(sorted({min(1 << i, big) for i in range(9)}))
+            for rt, e in zip(runtimes, engines, strict=True):
+                with rt.use_device():
+                    e.warmup(sizes, 1)
+        else:
+            runtimes = [CpuRuntime()]
+            engines = [create_engine('onnxruntime', model_path,
+                                     EngineOptions(device='cpu', max_batch_size=256))]
+        runner = MultiGpuRunner(runtimes, engines, cfg, args.streams, big, args.delay_ms, depth,
+                                stage_threads=args.stage_threads)
+        with UtilSampler(list(range(n)) if available else []) as util:
+            row = measure(runner, args.max_fps, depth)
+        row['gpu_util_percent'] = util.mean()
+        base = base or row['throughput_fps']
+        row['scaling_vs_1_gpu'] = row['throughput_fps'] / base if base else float('nan')
+        row['gpus'] = n
+        record(f'c multi-GPU, {n} GPU(s)', 'max', row, streams=args.streams, max_batch=big)
+        util_text = ', '.join(f'GPU{i} {u:.0f}%' for i, u in row['gpu_util_percent'].items()) or 'no NVML'
+        print(f"  {n} GPU(s): x{row['scaling_vs_1_gpu']:.2f} vs the first count ({counts[0]}), "
+              f"frames per device {row.get('frames_per_device')}, utilisation {util_text}", flush=True)
+        out['rows'].append(row)
+        for e in engines:
+            e.close()
+    if out['skipped']:
+        out['note'] = (f'counts {out["skipped"]} not run: {available} GPU(s) visible; scaling beyond that '
+                       'was not measured')
+    return out
 
 
 def print_table(results: dict[str, Any]) -> None:

@@ -5,7 +5,8 @@
 
 The cameras publish /camera_{i}/image_raw (i = 0..num_cameras-1) on one timer, like a synchronised rig;
 stream_batcher subscribes exactly those topics (its params file is read first, then the camera list and
-the arguments below override it) and publishes /camera_{i}/detections plus ~/stage_times, which
+the arguments below override it) and publishes /camera_{i}/image_raw/detections (inference_node's
+<input topic>/detections rule) plus ~/stage_times, which
 perf_monitor picks up by name. Written against launch / launch_ros's documented API (LaunchDescription,
 DeclareLaunchArgument, OpaqueFunction, launch_ros.actions.Node).
 """
@@ -37,7 +38,7 @@ def _nodes(context, *args, **kwargs):
     if n < 1:
         raise ValueError(f'num_cameras={n}: launch at least one camera')
     topics = [f'/camera_{i}/image_raw' for i in range(n)]
-    results = [f'/camera_{i}/detections' for i in range(n)]
+    results = [f'{t}/detections' for t in topics]
     return [
         Node(package='isaac_perf', executable='image_source', name='image_source', output='screen',
              parameters=[{'camera_count': n, 'topic_pattern': '/camera_{i}/image_raw',

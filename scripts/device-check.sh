@@ -7,10 +7,11 @@ set -uo pipefail
 mode=${1:-full}; shift || true
 steps=${*:-"env gputests inference gpu_sampler monitor batching pipeline tuning exercise1 profiler"}
 out=${OUT:-results}; mkdir -p "$out/r"
-export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD ROS_DOMAIN_ID=$(( (RANDOM % 100) + 100 ))
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD ROS_DOMAIN_ID=$(( (RANDOM % 100) + 100 ))
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ISAAC_PERF_CACHE=/tmp/isaac_perf_cache
 if [ -d .whl ] && ! python3 -c 'import rclpy' 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  # Into python3's own environment: the ROS wheels rely on .pth files, which PYTHONPATH entries skip.
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir .whl/*.whl \
     || { echo "wheel install failed"; exit 1; }
 fi
 quick=(); [ "$mode" = quick ] && quick=(--quick)

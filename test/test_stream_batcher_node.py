@@ -149,14 +149,14 @@ def test_bad_parameter_values_are_refused_and_reliability_change_recreates_subsc
         bad = [('max_batch_size', 0), ('max_batch_size', 300), ('max_queue_delay_ms', -1.0),
                ('num_streams', 17), ('queue_depth', 0), ('input_reliability', 'sometimes'),
                ('preferred_batch_sizes', [4, 300]), ('camera_topics', ['']),
-               ('camera_topics', ['/a/image', '/a/other'])]
+               ('camera_topics', ['/a/image', '/a/image/'])]
         for name, value in bad:
             result = node.set_parameters([Parameter(name, value=value)])[0]
             assert not result.successful, (name, value)
             assert result.reason, (name, value)
         assert node.batcher.policy.max_batch_size == 4 and node.batcher.policy.queue_depth == 50
         assert 'share a result topic' in node.set_parameters(
-            [Parameter('camera_topics', value=['/a/image', '/a/other'])])[0].reason
+            [Parameter('camera_topics', value=['/a/image', '/a/image/'])])[0].reason
         ok = node.set_parameters([Parameter('preferred_batch_sizes', value=[2, 4]),
                                   Parameter('max_queue_delay_ms', value=2.5),
                                   Parameter('queue_depth', value=3)])

@@ -242,10 +242,14 @@ class DynamicBatcher:
 
     # ------------------------------------------------------------------------------------- poll
 
-    def poll(self, now_ns: int) -> Batch | None:
-        """The next batch due at `now_ns` by the rules of the module docstring, or None."""
+    def poll(self, now_ns: int, max_size: int | None = None) -> Batch | None:
+        """The next batch due at `now_ns` by the rules of the module docstring, or None.
+
+        `max_size` caps this one batch below `max_batch_size` (the device that will run it takes at most
+        that many: a per-GPU batch limit); the rules then apply with the cap as the batch size limit.
+        """
         with self._lock:
-            choice = self._ready_locked(now_ns)
+            choice = self._ready_locked(now_ns, max_size)
             if choice is None:
                 return None
             key, size, reason = choice
@@ -258,16 +262,17 @@ class DynamicBatcher:
             out.append(batch)
         return out
 
-    def flush(self, now_ns: int) -> list[Batch]:
+    def flush(self, now_ns: int, max_size: int | None = None) -> list[Batch]:
         """Send everything queued now, ignoring the delay (shutdown, or a camera being removed)."""
         out = []
+        cap = self._policy.max_batch_size if not max_size else min(max_size, self._policy.max_batch_size)
         with self._lock:
             while True:
                 keys = [k for k, n in self._counts.items() if n > 0]
                 if not keys:
                     return out
                 key = min(keys, key=lambda k: self._oldest_locked(k))
-                size = min(self._counts[key], self._policy.max_batch_size)
+                size = min(self._counts[key], cap)
                 out.append(self._compose_locked(key, size, 'flush', now_ns))
 
     def next_deadline_ns(self) -> int | None:
@@ -336,16 +341,17 @@ class DynamicBatcher:
         p = self._policy
         return n >= p.max_batch_size or any(s <= n for s in p.usable_preferred)
 
-    def _ready_locked(self, now_ns: int) -> tuple[Hashable, int, str] | None:
+    def _ready_locked(self, now_ns: int, max_size: int | None = None) -> tuple[Hashable, int, str] | None:
         p = self._policy
+        cap = p.max_batch_size if not max_size else max(1, min(int(max_size), p.max_batch_size))
         best: tuple[int, Hashable, int, str] | None = None
         for key, n in self._counts.items():
             if n <= 0:
                 continue
             oldest = self._oldest_locked(key)
-            preferred = next((s for s in p.usable_preferred if s <= n), 0)
-            if n >= p.max_batch_size:
-                size, reason = p.max_batch_size, 'full'
+            preferred = next((s for s in p.usable_preferred if s <= min(n, cap)), 0)
+            if n >= cap:
+                size, reason = cap, 'full'
             elif preferred:
                 size, reason = preferred, 'preferred'
             elif now_ns - oldest >= p.max_queue_delay_ns:

@@ -112,8 +112,11 @@ class Knob:
 def batcher_knobs(*, batch: tuple[int, int] = (1, 64), delay_ms: tuple[float, float] = (0.0, 20.0),
                   streams: tuple[int, int] = (1, 4), depth: tuple[int, int] | None = (1, 1000),
                   reliability: bool = True, precision: Sequence[str] = (),
-                  resolution_scale: Sequence[float] = ()) -> list[Knob]:
+                  resolution_scale: Sequence[float] = (), gpus: tuple[int, int] | None = None) -> list[Knob]:
     """The stream_batcher's knobs within bounds (its parameter names), plus advice-only quality knobs.
+
+    gpus: (fewest, most) GPUs to use, the most bounded by what the target machine has (see
+    `tuning.gpu_axis`); the knob `num_gpus` is applied as the batcher's `gpu_ids` = [0 .. num_gpus - 1].
 
     precision: allowed precisions ordered fastest first, e.g. ('fp16', 'fp32'); resolution_scale: allowed
     input scales, smallest first, e.g. (0.5, 0.75, 1.0). They are advice only (not actuated) here.
@@ -121,6 +124,8 @@ def batcher_knobs(*, batch: tuple[int, int] = (1, 64), delay_ms: tuple[float, fl
     knobs = [Knob('max_batch_size', powers_of_two(*batch), KnobKind.TRADE),
              Knob('max_queue_delay_ms', ladder(*delay_ms), KnobKind.TRADE),
              Knob('num_streams', tuple(range(streams[0], streams[1] + 1)), KnobKind.TRADE)]
+    if gpus is not None:
+        knobs.append(Knob('num_gpus', tuple(range(max(1, gpus[0]), gpus[1] + 1)), KnobKind.TRADE))
     if depth is not None:
         knobs.append(Knob('queue_depth', powers_of_two(*depth), KnobKind.LATENCY))
     if reliability:
@@ -325,6 +330,18 @@ def _latency_cuts(state: PipelineState, cfg: dict[str, Value], knobs: Mapping[st
                 reason=f'{old} batches share the GPU at once, so each one finishes later',
                 expected=f'per-batch latency towards x{float(new) / float(old):.2f} while the GPU is '
                          'saturated'))
+    k = knobs.get('num_gpus')
+    if k and k.actuated and 'num_gpus' in cfg:
+        old = cfg['num_gpus']
+        new = k.above(old)
+        busy = not (state.gpu_util_pct < 80.0)
+        if new is not None and busy:
+            out.append(Change(
+                new={'num_gpus': new}, old={'num_gpus': old}, direction='up',
+                reason=f'{old} GPU(s) are busy, so batches queue for them',
+                expected=(f'each GPU gets about x{float(old) / float(new):.2f} of the batches, so the wait '
+                          'for a free GPU shrinks; the engine loads on the new GPU first (a pause of '
+                          'seconds while frames queue)')))
     return out
 
 
@@ -373,6 +390,19 @@ def _throughput_raises(state: PipelineState, cfg: dict[str, Value], knobs: Mappi
                                      f'({util_text}) {purpose}',
                               expected=f'throughput up to x{float(new) / float(old):.2f} while the GPU has '
                                        'idle gaps; each batch shares the GPU, so p99 rises'))
+    k = knobs.get('num_gpus')
+    if k and k.actuated and 'num_gpus' in cfg:
+        old = cfg['num_gpus']
+        new = k.above(old)
+        if new is not None:
+            ratio = float(new) / float(old)
+            out.append(Change(new={'num_gpus': new}, old={'num_gpus': old}, direction='up',
+                              reason=f'batches spread over {new} GPUs instead of {old} ({util_text}) '
+                                     f'{purpose}',
+                              expected=(f'throughput up to x{ratio:g} where the GPUs, not the host, limit '
+                                        'it; p99 does not rise (each GPU runs fewer batches); the engine '
+                                        'loads on the new GPU first, a pause of seconds while frames queue'),
+                              expected_fps=state.fps * ratio if state.fps > 0 else NAN))
     k = knobs.get('max_queue_delay_ms')
     underfilled = not (state.mean_batch >= 0.95 * float(cfg.get('max_batch_size', 1) or 1))
     if k and k.actuated and 'max_queue_delay_ms' in cfg and underfilled and why != 'drain':

@@ -59,6 +59,7 @@ class Completion:
     compute_ms: float  # device events: preprocessing + inference + download
     error: str = ''
     _buffers: list[PooledBuffer] = field(default_factory=list, repr=False)
+    device: int = -1  # CUDA device ordinal that ran it (-1: the host/CPU runtime)
 
     def release(self) -> None:
         """Return the output buffers to their pool (call once the outputs have been consumed)."""
@@ -108,7 +109,7 @@ class BatchScheduler:
                  policy: str = 'round_robin', host: BufferPool | None = None,
                  device: BufferPool | None = None, trace: EventTrace | None = None,
                  separate_copy_stream: bool = True, clock: Callable[[], int] = time.perf_counter_ns,
-                 stage_threads: int = 0) -> None:
+                 stage_threads: int = 0, lane_prefix: str = '') -> None:
         if policy not in POLICIES:
             raise ValueError(f'stream policy {policy!r} is not one of {", ".join(POLICIES)}')
         if depth < 1:
@@ -125,6 +126,7 @@ class BatchScheduler:
         self.host_pool = host or host_pool(runtime)
         self.device_pool = device or device_pool(runtime)
         self.trace = trace
+        self.lane_prefix = lane_prefix  # trace lanes '<prefix>stream<i>.copy': 'gpu1.' with several GPUs
         self.separate_copy_stream = separate_copy_stream
         self._clock = clock
         # The host copy camera buffer -> pinned staging is the one per-frame host cost (~0.1 ms for a
@@ -246,9 +248,10 @@ class BatchScheduler:
         lane.in_flight.append(job)
         self.submitted += 1
         if self.trace is not None and not job.error:
-            self.trace.add('h2d', f'stream{lane.index}.copy', job.copy_start, job.copy_end,
+            p = self.lane_prefix
+            self.trace.add('h2d', f'{p}stream{lane.index}.copy', job.copy_start, job.copy_end,
                            job=job.id, batch=job.n, bytes=nbytes)
-            self.trace.add('compute', f'stream{lane.index}.compute', job.compute_start, job.done,
+            self.trace.add('compute', f'{p}stream{lane.index}.compute', job.compute_start, job.done,
                            job=job.id, batch=job.n)
         return job.id
 
@@ -278,20 +281,30 @@ class BatchScheduler:
         out, self._done = sorted(self._done, key=lambda c: c.job_id), []
         return out
 
-    def wait_one(self, timeout_s: float | None = None) -> list[Completion]:
-        """Block until the oldest in-flight batch is done (if any), then `poll`."""
+    def oldest_job(self) -> tuple[int, Event] | None:
+        """(job id, done event) of the oldest batch in flight, or None."""
         oldest = None
         for lane in self._lanes + self._retired:
             if lane.in_flight and (oldest is None or lane.in_flight[0].id < oldest.id):
                 oldest = lane.in_flight[0]
-        if oldest is not None and not oldest.done.query():
-            if timeout_s is None:
-                oldest.done.synchronize()
-            else:
-                deadline = time.monotonic() + timeout_s
-                while not oldest.done.query() and time.monotonic() < deadline:
-                    time.sleep(0.0002)
+        return None if oldest is None else (oldest.id, oldest.done)
+
+    def wait_one(self, timeout_s: float | None = None) -> list[Completion]:
+        """Block until the oldest in-flight batch is done (if any), then `poll`."""
+        oldest = self.oldest_job()
+        if oldest is not None:
+            _wait_event(oldest[1], timeout_s)
         return self.poll()
+
+    def pools(self) -> list[BufferPool]:
+        return [self.host_pool, self.device_pool]
+
+    def batch_limit(self) -> int | None:
+        """Largest batch the next submit accepts (None: any); see MultiDeviceScheduler."""
+        return None
+
+    def max_batch_limit(self) -> int | None:
+        return None
 
     def wait_all(self) -> list[Completion]:
         """Block until every batch in flight is done; returns them all."""
@@ -324,7 +337,286 @@ class BatchScheduler:
                 pass
         self.completed += 1
         return Completion(job.id, job.meta, job.lane, job.n, job.outputs, job.submit_ns, job.enqueued_ns,
-                          self._clock(), job.stage_ms, h2d_ms, compute_ms, job.error, job.out_bufs)
+                          self._clock(), job.stage_ms, h2d_ms, compute_ms, job.error, job.out_bufs,
+                          device=self.runtime.device_index)
+
+
+def _wait_event(event: Event, timeout_s: float | None) -> None:
+    if event.query():
+        return
+    if timeout_s is None:
+        event.synchronize()
+        return
+    deadline = time.monotonic() + timeout_s
+    while not event.query() and time.monotonic() < deadline:
+        time.sleep(0.0002)
+
+
+# -------------------------------------------------------------------------------------- several devices
+
+
+def gpu_ids_errors(gpu_ids: Sequence[int], visible: Sequence[str]) -> list[str]:
+    """What is wrong with a `gpu_ids` list given the GPUs this process sees (empty when it is fine).
+
+    [] or [-1] means every visible GPU. An index past the visible GPUs is an error naming them; without any
+    visible GPU an explicit list is not an error (the caller runs on the CPU and warns, the way a node
+    configured for a GPU keeps running on a machine without one).
+    """
+    ids = [int(i) for i in gpu_ids]
+    if not ids or ids == [-1]:
+        return []
+    errors = []
+    bad = [i for i in ids if i < 0]
+    if bad:
+        errors.append(f'gpu_ids {ids}: {bad} are not GPU indices; list indices >= 0, or [-1] alone for '
+                      'every visible GPU')
+    dups = sorted({i for i in ids if ids.count(i) > 1})
+    if dups:
+        errors.append(f'gpu_ids {ids}: GPU {dups} listed twice; list each GPU once')
+    if visible:
+        missing = [i for i in ids if i >= len(visible)]
+        if missing:
+            names = ', '.join(f'{i} ({name})' for i, name in enumerate(visible))
+            errors.append(f'gpu_ids {ids}: GPU {", ".join(map(str, missing))} does not exist; visible '
+                          f'GPUs: {names}')
+    return errors
+
+
+def resolve_gpu_ids(gpu_ids: Sequence[int], visible: Sequence[str]) -> list[int]:
+    """The GPU indices to use, in routing order; [] means "no GPU: one CPU device".
+
+    Raises ValueError with `gpu_ids_errors`' messages for a list that cannot be used.
+    """
+    errors = gpu_ids_errors(gpu_ids, visible)
+    if errors:
+        raise ValueError('; '.join(errors))
+    if not visible:
+        return []
+    ids = [int(i) for i in gpu_ids]
+    return list(range(len(visible))) if not ids or ids == [-1] else ids
+
+
+def batch_limit_errors(per_gpu: Sequence[int], num_devices: int) -> list[str]:
+    """`max_batch_size_per_gpu` rules: [] / [0] = max_batch_size everywhere, one entry = the same limit on
+    every GPU, else one entry per GPU in `gpu_ids` order; 0 = max_batch_size; each 0..256."""
+    values = [int(v) for v in per_gpu]
+    errors = []
+    bad = [v for v in values if not 0 <= v <= 256]
+    if bad:
+        errors.append(f'max_batch_size_per_gpu {values}: entries {bad} are outside 0..256 '
+                      '(0 = max_batch_size)')
+    if len(values) > 1 and len(values) != num_devices:
+        errors.append(f'max_batch_size_per_gpu has {len(values)} entries for {num_devices} device(s): give '
+                      'one per GPU in gpu_ids order, or one for all')
+    return errors
+
+
+def batch_limits(per_gpu: Sequence[int], num_devices: int) -> list[int | None]:
+    """One batch limit per device, None where the entry is 0 (the batcher's max_batch_size, which a limit
+    above it cannot raise either); raises ValueError when the list is wrong (`batch_limit_errors`)."""
+    errors = batch_limit_errors(per_gpu, num_devices)
+    if errors:
+        raise ValueError('; '.join(errors))
+    values = [int(v) for v in per_gpu] or [0]
+    if len(values) == 1:
+        values = values * num_devices
+    return [v or None for v in values]
+
+
+@dataclass
+class ComputeDevice:
+    """One device of a MultiDeviceScheduler: its runtime (streams, events, memory), the compute function(s)
+    bound to its engine, and the largest batch it takes (None: whatever the batcher forms)."""
+    runtime: Runtime
+    compute: ComputeFn | Sequence[ComputeFn]
+    max_batch_size: int | None = None
+    host: BufferPool | None = None
+    device: BufferPool | None = None
+
+    @property
+    def index(self) -> int:
+        return self.runtime.device_index
+
+
+class MultiDeviceScheduler:
+    """Batches routed over several devices (one engine per GPU), each a `BatchScheduler` with its own
+    lanes (copy + compute streams) and its own pinned and device pools.
+
+    Routing is least-loaded: a batch goes to the device, among those with a free lane and a batch limit
+    that holds it, with the fewest batches in flight per lane (then the fewest frames in flight); equal
+    devices take turns (a rotating start), so idle identical GPUs alternate. When every device is full the
+    batch goes to the least-loaded one and the host waits there for that device's oldest batch.
+
+    Job ids are global and in submit order, so `poll` hands completions back in the order they were sent
+    whichever device finished first; `MultiStreamPipeline` then restores per-camera order as for K streams.
+    With one device this is the single-device scheduler with one more call level: the same batches, the
+    same outputs. The same interface as BatchScheduler, plus `batch_limit()` for per-GPU batch limits.
+    """
+
+    def __init__(self, devices: Sequence[ComputeDevice], num_streams: int = 2, depth: int = 2,
+                 policy: str = 'round_robin', trace: EventTrace | None = None,
+                 separate_copy_stream: bool = True, clock: Callable[[], int] = time.perf_counter_ns,
+                 stage_threads: int = 0) -> None:
+        if not devices:
+            raise ValueError('MultiDeviceScheduler needs at least one device')
+        for d in devices:
+            if d.max_batch_size is not None and d.max_batch_size < 1:
+                raise ValueError(f'device {d.index}: max_batch_size={d.max_batch_size}, use >= 1 or None')
+        self.devices = list(devices)
+        prefix = len(devices) > 1
+        self.schedulers: list[BatchScheduler] = []
+        for i, d in enumerate(devices):
+            with d.runtime.use_device():  # streams, events and pools are created on their own GPU
+                self.schedulers.append(BatchScheduler(
+                    d.runtime, d.compute, num_streams=num_streams, depth=depth, policy=policy, host=d.host,
+                    device=d.device, trace=trace, separate_copy_stream=separate_copy_stream, clock=clock,
+                    stage_threads=stage_threads, lane_prefix=f'dev{i}.' if prefix else ''))
+        self.limits = [d.max_batch_size for d in devices]
+        self._clock = clock
+        self._cursor = 0
+        self._ids = itertools.count()
+        self._global: list[dict[int, int]] = [{} for _ in devices]  # per device: local job id -> global
+        self._sizes: list[dict[int, int]] = [{} for _ in devices]  # per device: local job id -> frames
+        self.batches_per_device = [0] * len(devices)
+        self.frames_per_device = [0] * len(devices)
+
+    # -------------------------------------------------------------------------- compatibility
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.devices[0].runtime
+
+    @property
+    def host_pool(self) -> BufferPool:
+        return self.schedulers[0].host_pool
+
+    @property
+    def device_pool(self) -> BufferPool:
+        return self.schedulers[0].device_pool
+
+    @property
+    def device_indices(self) -> list[int]:
+        return [d.index for d in self.devices]
+
+    def pools(self) -> list[BufferPool]:
+        return [p for s in self.schedulers for p in s.pools()]
+
+    @property
+    def num_streams(self) -> int:
+        """Streams per device."""
+        return self.schedulers[0].num_streams
+
+    def set_num_streams(self, k: int) -> None:
+        for d, s in zip(self.devices, self.schedulers, strict=True):
+            with d.runtime.use_device():
+                s.set_num_streams(k)
+
+    @property
+    def in_flight(self) -> int:
+        return sum(s.in_flight for s in self.schedulers)
+
+    @property
+    def host_waits(self) -> int:
+        return sum(s.host_waits for s in self.schedulers)
+
+    @property
+    def submitted(self) -> int:
+        return sum(s.submitted for s in self.schedulers)
+
+    @property
+    def completed(self) -> int:
+        return sum(s.completed for s in self.schedulers)
+
+    def loads(self) -> list[int]:
+        """Batches in flight per device."""
+        return [s.in_flight for s in self.schedulers]
+
+    def has_capacity(self) -> bool:
+        return any(s.has_capacity() for s in self.schedulers)
+
+    # ------------------------------------------------------------------------------- routing
+
+    def _load(self, i: int) -> tuple[float, int]:
+        """(batches in flight per lane, frames in flight): a busier or more loaded device sorts later."""
+        s = self.schedulers[i]
+        done = {c.job_id for c in s._done}  # finished but not yet polled: no longer load
+        frames = sum(n for j, n in self._sizes[i].items() if j not in done)
+        return (s.in_flight / s.num_streams, frames)
+
+    def _pick(self, n: int | None) -> int:
+        """The device the next batch of `n` frames goes to (n None: any size); advances nothing."""
+        k = len(self.schedulers)
+        order = [(self._cursor + j) % k for j in range(k)]
+        fits = [i for i in order if n is None or self.limits[i] is None or self.limits[i] >= n]
+        if not fits:
+            raise ValueError(f'a batch of {n} frames is larger than every device batch limit '
+                             f'{self.limits}: poll the batcher with max_size=batch_limit()')
+        free = [i for i in fits if self.schedulers[i].has_capacity()]
+        return min(free or fits, key=self._load)
+
+    def batch_limit(self) -> int | None:
+        """The batch limit of the device the next batch goes to (None: no limit): pass it to
+        `DynamicBatcher.poll(now, max_size=...)` so the batch fits that device."""
+        return self.limits[self._pick(None)]
+
+    def max_batch_limit(self) -> int | None:
+        """The largest batch some device takes (None: no limit)."""
+        return None if any(v is None for v in self.limits) else max(self.limits)  # type: ignore[type-var]
+
+    def submit(self, frames: Sequence[np.ndarray], meta: Any = None) -> int:
+        """Route a batch (see the class docstring) and submit it there; returns its global job id."""
+        i = self._pick(len(frames))
+        self._cursor = (i + 1) % len(self.schedulers)
+        with self.devices[i].runtime.use_device():
+            local = self.schedulers[i].submit(frames, meta)
+        gid = next(self._ids)
+        self._global[i][local] = gid
+        self._sizes[i][local] = len(frames)
+        self.batches_per_device[i] += 1
+        self.frames_per_device[i] += len(frames)
+        return gid
+
+    # ---------------------------------------------------------------------------------- poll
+
+    def poll(self) -> list[Completion]:
+        out = []
+        for i, s in enumerate(self.schedulers):
+            for c in s.poll():
+                self._sizes[i].pop(c.job_id, None)
+                c.job_id = self._global[i].pop(c.job_id)
+                c.device = self.devices[i].index
+                out.append(c)
+        return sorted(out, key=lambda c: c.job_id)
+
+    def wait_one(self, timeout_s: float | None = None) -> list[Completion]:
+        """Block until the oldest batch in flight (over all devices) is done, then `poll`."""
+        oldest: tuple[int, Event] | None = None
+        for i, s in enumerate(self.schedulers):
+            job = s.oldest_job()
+            if job is not None:
+                gid = self._global[i][job[0]]
+                if oldest is None or gid < oldest[0]:
+                    oldest = (gid, job[1])
+        if oldest is not None:
+            _wait_event(oldest[1], timeout_s)
+        return self.poll()
+
+    def wait_all(self) -> list[Completion]:
+        for s in self.schedulers:
+            for lane in s._lanes + s._retired:
+                for job in lane.in_flight:
+                    job.done.synchronize()
+        return self.poll()
+
+    def close(self) -> dict[str, list[dict[str, Any]]]:
+        for c in self.wait_all():
+            c.release()
+        leaks: dict[str, list[dict[str, Any]]] = {'host': [], 'device': []}
+        for d, s in zip(self.devices, self.schedulers, strict=True):
+            with d.runtime.use_device():
+                for kind, items in s.close().items():
+                    leaks[kind] += items
+        return leaks
 
 
 def _nbytes(array: Any) -> int:
@@ -358,6 +650,7 @@ class FrameResult:
     done_ns: int
     error: str = ''
     meta: Any = None  # what the caller pushed with the frame (e.g. the ROS message's transport time)
+    gpu_index: int = -1  # the CUDA device that ran its batch (-1: the CPU runtime)
 
     @property
     def latency_ms(self) -> float:
@@ -377,7 +670,7 @@ def slice_outputs(outputs: dict[str, np.ndarray], frames: list[Frame]) -> list[d
 class MultiStreamPipeline:
     """DynamicBatcher -> BatchScheduler -> post-processing -> ResultOrderer (see the module docstring)."""
 
-    def __init__(self, batcher: DynamicBatcher, scheduler: BatchScheduler | None,
+    def __init__(self, batcher: DynamicBatcher, scheduler: BatchScheduler | MultiDeviceScheduler | None,
                  post: PostFn = slice_outputs, clock: Callable[[], int] = time.perf_counter_ns) -> None:
         # push() may run on other threads (ROS callbacks) than dispatch/step (the worker): this lock makes
         # "queued" and "awaited by the orderer" one step, so a frame is never sent before it is awaited.
@@ -401,7 +694,7 @@ class MultiStreamPipeline:
                 self.orderer.skip(d.camera, d.seq)
         return dropped
 
-    def set_scheduler(self, scheduler: BatchScheduler | None) -> list[FrameResult]:
+    def set_scheduler(self, scheduler: BatchScheduler | MultiDeviceScheduler | None) -> list[FrameResult]:
         """Swap the scheduler (an engine reload): the old one finishes its batches and is closed first.
 
         Queued frames stay in the batcher meanwhile; with None, nothing is sent until a scheduler is set.
@@ -422,8 +715,9 @@ class MultiStreamPipeline:
         if self.scheduler is None:
             return 0
         while self.scheduler.has_capacity():
+            limit = self.scheduler.batch_limit()  # per-GPU batch limit of the device it will run on
             with self._lock:
-                batch = self.batcher.poll(now_ns)
+                batch = self.batcher.poll(now_ns, max_size=limit)
             if batch is None:
                 break
             self._submit(batch)
@@ -453,7 +747,7 @@ class MultiStreamPipeline:
             raise RuntimeError('drain needs a scheduler: set_scheduler() first')
         results = []
         with self._lock:
-            batches = self.batcher.flush(now_ns)
+            batches = self.batcher.flush(now_ns, max_size=self.scheduler.max_batch_limit())
         for batch in batches:
             while not self.scheduler.has_capacity():
                 self._absorb(self.scheduler.wait_one())
@@ -490,7 +784,7 @@ class MultiStreamPipeline:
                 }
                 self.orderer.complete(frame.camera, frame.seq, FrameResult(
                     frame.camera, frame.seq, frame.stamp_ns, frame.arrival_ns, result, batch.id, batch.size,
-                    stages, device, done, error, frame.meta))
+                    stages, device, done, error, frame.meta, c.device))
 
     def _ready(self) -> list[FrameResult]:
         return [item.result for item in self.orderer.ready()]

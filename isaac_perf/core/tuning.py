@@ -197,6 +197,30 @@ def ladder(low: float, high: float, steps: Iterable[float] = (0, 0.5, 1, 2, 5, 1
     return tuple(values)
 
 
+def gpu_axis(available: int, limit: int | None = None, low: int = 1) -> Axis:
+    """The `num_gpus` axis: low .. min(available, limit) GPUs (applied as gpu_ids [0 .. n-1]).
+
+    Bounded by what the machine has: asking for more GPUs than exist only produces refused settings.
+    Without any GPU the axis is (1,): one device (the CPU), nothing to search.
+    """
+    if low < 1:
+        raise ValueError(f'num_gpus low={low}: use at least 1')
+    high = max(1, int(available))
+    if limit is not None:
+        high = min(high, int(limit))
+    if high < low:
+        raise ValueError(f'num_gpus {low}..{high}: only {available} GPU(s) available'
+                         + (f' and limit {limit}' if limit is not None else ''))
+    return Axis('num_gpus', tuple(range(low, high + 1)))
+
+
+def gpu_ids_for(num_gpus: int) -> list[int]:
+    """The stream_batcher `gpu_ids` value that uses `num_gpus` GPUs: the first ones, [0 .. num_gpus-1]."""
+    if num_gpus < 1:
+        raise ValueError(f'num_gpus={num_gpus}: use at least 1')
+    return list(range(int(num_gpus)))
+
+
 class SearchSpace:
     """The grid of settings: the product of the axes' values."""
 
@@ -529,44 +553,49 @@ class BatchedPipelineModel:
     idle_power_w: float = 70.0
     max_power_w: float = 700.0
 
-    def capacity_fps(self, batch: float, streams: int) -> float:
+    def capacity_fps(self, batch: float, streams: int, gpus: int = 1) -> float:
+        """Frames/s of `gpus` GPUs with `streams` streams each: the GPUs are independent (one engine each,
+        batches routed least-loaded), so capacity adds up; the host feeding them is not modelled."""
         period = max(self.per_frame_ms * batch, (self.overhead_ms + self.per_frame_ms * batch) / streams)
-        return 1000.0 * batch / period
+        return gpus * 1000.0 * batch / period
 
     def evaluate(self, config: Mapping[str, Value]) -> Measurement:
         """The steady state for a config with keys max_batch_size, max_queue_delay_ms, num_streams and,
-        optionally, queue_depth (per camera, default 1) and input_reliability (default best_effort)."""
+        optionally, queue_depth (per camera, default 1), input_reliability (default best_effort) and
+        num_gpus (default 1: GPUs sharing the batches; gpu_util_pct is then per GPU)."""
         b = int(config['max_batch_size'])
         d = float(config.get('max_queue_delay_ms', 0.0))
         k = int(config.get('num_streams', 1))
+        g = int(config.get('num_gpus', 1))
         q = int(config.get('queue_depth', 1))
         reliable = config.get('input_reliability', 'best_effort') == 'reliable'
         offered = self.cameras * self.camera_fps  # frames/s
         transport = self.transport_ms + (self.reliable_transport_ms if reliable else 0.0)
         # a batch can hold no more than the per-camera queues let wait at once
         b_eff = min(b, q * self.cameras)
-        if offered >= self.capacity_fps(b_eff, k):
+        if offered >= self.capacity_fps(b_eff, k, g):
             e = float(b_eff)
-            fps = self.capacity_fps(e, k)
+            fps = self.capacity_fps(e, k, g)
             backlog = max(0.0, q * self.cameras * (2 if reliable else 1) - e)
             queue_wait = 1000.0 * backlog / fps
             fill_mean = fill_max = 0.0
-            compute = k * 1000.0 * e / fps
+            compute = k * g * 1000.0 * e / fps  # one GPU's batch time: each runs fps / g frames/s
             queue_p99 = queue_wait
         else:
             lam = offered / 1000.0  # frames/ms
+            lam_gpu = lam / g  # what each GPU receives
             e = min(float(b), 1.0 + lam * d)
-            # the smallest batch that keeps up: k e >= lam (overhead + per_frame e)
-            if k - lam * self.per_frame_ms > 0:
-                e = min(float(b), max(e, lam * self.overhead_ms / (k - lam * self.per_frame_ms)))
+            # the smallest batch that keeps up: k e >= lam_gpu (overhead + per_frame e)
+            if k - lam_gpu * self.per_frame_ms > 0:
+                e = min(float(b), max(e, lam_gpu * self.overhead_ms / (k - lam_gpu * self.per_frame_ms)))
             fps = offered
-            rho = min(0.99, offered / self.capacity_fps(e, k))
+            rho = min(0.99, offered / self.capacity_fps(e, k, g))
             fill_max = (e - 1.0) / lam
             fill_mean = fill_max / 2.0
             compute = self.overhead_ms + self.per_frame_ms * e
             queue_wait = compute * rho / (2.0 * (1.0 - rho))
             queue_p99 = min(4.6 * queue_wait, 1000.0 * q * self.cameras / fps)  # exponential tail, ~ln(100)
-        util = min(1.0, fps * self.per_frame_ms / 1000.0)  # the share of time the GPU computes
+        util = min(1.0, fps / g * self.per_frame_ms / 1000.0)  # the share of time each GPU computes
         mean = transport + fill_mean + queue_wait + compute
         p99 = transport + fill_max + queue_p99 + compute * (1.0 + self.jitter_ratio)
         memory = self.memory_base_mb + self.memory_per_frame_mb * e * k

@@ -50,14 +50,35 @@ from isaac_perf.core.realtime import (
     RealtimeController,
     Requirements,
 )
-from isaac_perf.core.tuning import ladder, powers_of_two, write_params_file
+from isaac_perf.core.tuning import gpu_ids_for, ladder, powers_of_two, write_params_file
 from isaac_perf.ros.params import declare_params
 from isaac_perf.ros.qos import from_qos_profile, subscription_event_callbacks
 
 NAN = float('nan')
-KNOBS = ('max_batch_size', 'max_queue_delay_ms', 'num_streams', 'queue_depth', 'input_reliability')
+KNOBS = ('max_batch_size', 'max_queue_delay_ms', 'num_streams', 'queue_depth', 'input_reliability',
+         'num_gpus')
+# num_gpus is opt-in (list it in tune_params): a change reloads the engine on the new GPU set.
+DEFAULT_KNOBS = KNOBS[:-1]
 KNOB_TYPES = {'max_batch_size': int, 'max_queue_delay_ms': float, 'num_streams': int, 'queue_depth': int,
-              'input_reliability': str}
+              'input_reliability': str, 'num_gpus': int}
+# Knobs that are not a parameter of the target themselves: knob -> (target parameter, to it, from it).
+# num_gpus n is set as gpu_ids [0 .. n-1]; gpu_ids [-1] (all visible GPUs) reads as max_gpus.
+TARGET_PARAM = {'num_gpus': 'gpu_ids'}
+
+
+def knob_to_target(name: str, value: Any) -> tuple[str, Any]:
+    """The target parameter (name, value) that carries knob `name` = `value`."""
+    if name == 'num_gpus':
+        return 'gpu_ids', gpu_ids_for(int(value))
+    return name, KNOB_TYPES.get(name, type(value))(value)
+
+
+def knob_from_target(name: str, value: Any, max_gpus: int) -> Any:
+    """The knob value a target parameter value means (inverse of `knob_to_target`)."""
+    if name == 'num_gpus':
+        ids = [int(i) for i in value]
+        return max_gpus if not ids or ids == [-1] else len(ids)
+    return value
 
 
 def _check_node_name(name: str) -> str:
@@ -106,8 +127,11 @@ PARAMS: list[ParamSpec] = [
               'this fraction.', min=0.0, max=1.0),
     ParamSpec('confirm_windows', 2, 'Windows in a row over budget before reacting (filters one-off spikes).',
               min=1, max=100),
-    ParamSpec('tune_params', list(KNOBS), 'Parameters of the target the tuner may change.',
+    ParamSpec('tune_params', list(DEFAULT_KNOBS), 'Parameters of the target the tuner may change (add '
+              'num_gpus to let it change how many GPUs the batcher uses, up to max_gpus).',
               check=_check_knobs),
+    ParamSpec('max_gpus', 1, "Most GPUs the num_gpus knob may use (set as the target's gpu_ids = "
+              "[0 .. n-1]); at most the GPUs of the target's machine (it refuses more).", min=1, max=64),
     ParamSpec('batch_size_min', 1, 'Lowest max_batch_size to set.', min=1, max=256),
     ParamSpec('batch_size_max', 64, 'Highest max_batch_size to set.', min=1, max=256),
     ParamSpec('queue_delay_ms_min', 0.0, 'Lowest max_queue_delay_ms to set.', min=0.0, max=1000.0),
@@ -146,7 +170,7 @@ PARAMS: list[ParamSpec] = [
 CONTROLLER_PARAMS = {'latency_budget_ms', 'min_fps', 'max_jitter_ms', 'objective', 'settle_s', 'cooldown_s',
                      'headroom', 'margin', 'min_gain', 'confirm_windows', 'tune_params', 'batch_size_min',
                      'batch_size_max', 'queue_delay_ms_min', 'queue_delay_ms_max', 'num_streams_min',
-                     'num_streams_max', 'queue_depth_min', 'queue_depth_max'}
+                     'num_streams_max', 'queue_depth_min', 'queue_depth_max', 'max_gpus'}
 
 
 def cross_check(values: dict[str, Any]) -> list[str]:
@@ -173,6 +197,7 @@ def knobs_from(values: dict[str, Any]) -> list[Knob]:
         'queue_depth': Knob('queue_depth', powers_of_two(v['queue_depth_min'], v['queue_depth_max']),
                             KnobKind.LATENCY),
         'input_reliability': Knob('input_reliability', ('best_effort', 'reliable'), KnobKind.LATENCY),
+        'num_gpus': Knob('num_gpus', tuple(range(1, v['max_gpus'] + 1)), KnobKind.TRADE),
     }
     return [table[name] for name in KNOBS if name in values['tune_params']]
 
@@ -279,10 +304,11 @@ class QosTuner(Node):
         if not self._get_client.service_is_ready():
             self._say_once('wait-target', f'waiting for {self.p["target_node"]}/get_parameters', 'info')
             return
-        names = [k.name for k in self._knobs] + ['camera_topics']
+        knobs = [k.name for k in self._knobs]
+        names = [TARGET_PARAM.get(k, k) for k in knobs] + ['camera_topics']
         future = self._get_client.call_async(GetParameters.Request(names=names))
         self._sync_pending = True
-        future.add_done_callback(lambda f: self._on_get(names, f))
+        future.add_done_callback(lambda f: self._on_get(knobs + ['camera_topics'], f))
 
     def _on_get(self, names: list[str], future: Any) -> None:
         self._sync_pending = False
@@ -301,7 +327,7 @@ class QosTuner(Node):
                 if name != 'camera_topics':
                     self._missing.add(name)
                 continue
-            python = parameter_value_to_python(value)
+            python = knob_from_target(name, parameter_value_to_python(value), self.p['max_gpus'])
             if name == 'camera_topics':
                 if self.p['cameras'] == 0 and isinstance(python, (list, tuple)):
                     self._cameras = len([t for t in python if t])
@@ -324,9 +350,12 @@ class QosTuner(Node):
         """Keep the known configuration in step with changes made by anyone (ros2 param set, launch...)."""
         if event.node != self.p['target_node'] or self._config is None:
             return
+        knob_of = {target: knob for knob, target in TARGET_PARAM.items()}
         for p in list(event.changed_parameters) + list(event.new_parameters):
-            if p.name in self._config:
-                self._config[p.name] = parameter_value_to_python(p.value)
+            name = knob_of.get(p.name, p.name)
+            if name in self._config:
+                self._config[name] = knob_from_target(name, parameter_value_to_python(p.value),
+                                                      self.p['max_gpus'])
 
     # -- metrics --------------------------------------------------------------------------------------------
     def _on_metrics(self, msg: Float32MultiArray) -> None:
@@ -416,8 +445,8 @@ class QosTuner(Node):
             return
         params = []
         for name, value in change.new.items():
-            kind = KNOB_TYPES.get(name, type(value))
-            params.append(Parameter(name, value=kind(value)).to_parameter_msg())
+            target, target_value = knob_to_target(name, value)
+            params.append(Parameter(target, value=target_value).to_parameter_msg())
         future = self._set_client.call_async(SetParametersAtomically.Request(parameters=params))
         self._in_flight = (change, time.monotonic())
         future.add_done_callback(lambda f: self._on_set(change, f))
@@ -455,7 +484,8 @@ class QosTuner(Node):
                   f'p99 {decision.p99_ms:.1f} ms (budget {self.p["latency_budget_ms"]:g} ms), '
                   f'{decision.fps:.1f} FPS. {decision.action}: {decision.reason}')
         try:
-            write_params_file(path, self.p['target_node'], dict(self._config), header)
+            params = dict(knob_to_target(k, v) for k, v in self._config.items())
+            write_params_file(path, self.p['target_node'], params, header)
         except OSError as exc:
             self.counts['yaml_errors'] += 1
             self._say_once(f'yaml-{path}', f'cannot write output_config_path={path!r}: {exc}; fix the path '

@@ -10,13 +10,15 @@ The ROS side of `isaac_perf.core.batching` (DynamicBatcher) and `isaac_perf.core
   when it is full or its oldest frame has waited `max_queue_delay_ms`, over `num_streams` lanes with
   double-buffered pinned/device pools, and publishes every frame's result on its camera's own topic, in
   capture order per camera;
-- results: `<camera namespace>/<output_suffix>` (/camera_0/image_raw -> /camera_0/detections), the same
-  std_msgs/Float32MultiArray layout as inference_node (classification rows [class_id, score]; detection
-  rows [x1, y1, x2, y2, score, class_id] in the camera's pixels);
+- results: `<camera topic>/<output_suffix>` (/camera_0/image_raw -> /camera_0/image_raw/detections, the
+  rule of inference_node), the same std_msgs/Float32MultiArray layout as inference_node (classification
+  rows [class_id, score]; detection rows [x1, y1, x2, y2, score, class_id] in the camera's pixels);
 - `~/stage_times` (isaac_perf.core.stage_times), one report per frame with its header stamp, batch_size 1
   (the monitor sums it into FPS) and the stages transport, queue, pre, infer, post; after total_ms come
-  three extra labelled fields: `engine_batch_size` (frames in the GPU batch it ran in), `dropped` (the
-  camera's drops so far) and `camera_index`;
+  four extra labelled fields: `engine_batch_size` (frames in the GPU batch it ran in), `dropped` (the
+  camera's drops so far), `camera_index` and `gpu_index` (the CUDA device that ran its batch, -1 = CPU);
+- several GPUs (`gpu_ids`): one engine per GPU, each with its own streams and pools; batches go to the
+  least-loaded GPU (core.scheduler.MultiDeviceScheduler), each at most `max_batch_size_per_gpu` frames;
 - `/diagnostics`: batch sizes, queue delays, drops per camera, streams, pool reuse and high-water marks.
 
 Runtime parameters (the qos_tuner changes them live): `max_batch_size`, `max_queue_delay_ms`,
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +47,7 @@ from std_msgs.msg import Float32MultiArray, Float64MultiArray, MultiArrayDimensi
 from isaac_perf.core import stage_times
 from isaac_perf.core.batching import NS_PER_MS, BatchPolicy, DynamicBatcher, Frame
 from isaac_perf.core.cuda.batch_compute import EngineCompute
-from isaac_perf.core.cuda.runtime import create_runtime
+from isaac_perf.core.cuda.runtime import CpuRuntime, create_runtime, visible_gpus
 from isaac_perf.core.cuda.streams import POLICIES
 from isaac_perf.core.engines.base import Engine, EngineError, EngineOptions
 from isaac_perf.core.frames import ImageFormatError
@@ -52,7 +55,16 @@ from isaac_perf.core.params import ParamSpec
 from isaac_perf.core.postprocess import decode_detections, topk
 from isaac_perf.core.preprocess import ENCODINGS as MODEL_ENCODINGS
 from isaac_perf.core.preprocess import PreprocessConfig, fit
-from isaac_perf.core.scheduler import BatchScheduler, FrameResult, MultiStreamPipeline
+from isaac_perf.core.scheduler import (
+    ComputeDevice,
+    FrameResult,
+    MultiDeviceScheduler,
+    MultiStreamPipeline,
+    batch_limit_errors,
+    batch_limits,
+    gpu_ids_errors,
+    resolve_gpu_ids,
+)
 from isaac_perf.nodes.inference import FrameResult as ResultRows
 from isaac_perf.nodes.inference import results_message
 from isaac_perf.ros.conversions import check_image, image_to_numpy, stamp_to_ns
@@ -66,7 +78,7 @@ MODELS = ('resnet50', 'detector', '')
 TASKS = ('auto', 'classification', 'detection')
 DEFAULT_SIZES = {'resnet50': (224, 224), 'detector': (320, 320)}
 SUBSCRIPTION_DEPTH = 5  # DDS history per camera; the batcher's own bound is queue_depth
-EXTRA_FIELDS = ('engine_batch_size', 'dropped', 'camera_index')
+EXTRA_FIELDS = ('engine_batch_size', 'dropped', 'camera_index', 'gpu_index')
 LOG_REPEAT_S = 5.0
 
 
@@ -75,9 +87,27 @@ def _names(values: list[str]) -> list[str]:
 
 
 def result_topic(camera_topic: str, suffix: str) -> str:
-    """/camera_0/image_raw -> /camera_0/<suffix>; a topic without a namespace gets /<topic>/<suffix>."""
-    ns, _, _ = camera_topic.rstrip('/').rpartition('/')
-    return f'{ns or camera_topic.rstrip("/")}/{suffix}'
+    """/camera_0/image_raw -> /camera_0/image_raw/<suffix>: inference_node's rule (<input topic>/...)."""
+    return f'{camera_topic.rstrip("/")}/{suffix.strip("/")}'
+
+
+_VISIBLE: list[str] | None = None
+
+
+def visible() -> list[str]:
+    """The GPUs this process sees (asked once: enumerating CUDA devices is slow and does not change)."""
+    global _VISIBLE
+    if _VISIBLE is None:
+        _VISIBLE = visible_gpus()
+    return _VISIBLE
+
+
+def _gpu_ids_ok(values: list[int]) -> str:
+    return '; '.join(gpu_ids_errors(values, []))  # format only; existence is checked in cross_check
+
+
+def _limits_ok(values: list[int]) -> str:
+    return '; '.join(batch_limit_errors(values, max(len(values), 1)))
 
 
 def _preferred_ok(values: list[int]) -> str:
@@ -94,7 +124,8 @@ def _device_ok(value: str) -> str:
 PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('camera_topics', ['/camera_0/image_raw', '/camera_1/image_raw'],
               'sensor_msgs/Image topics to batch, one per camera (the round-robin order is this order).'),
-    ParamSpec('output_suffix', 'detections', 'Results go to <camera namespace>/<output_suffix>.'),
+    ParamSpec('output_suffix', 'detections', 'Results go to <camera topic>/<output_suffix> (as in '
+              'inference_node: /camera_0/image_raw/detections).'),
     ParamSpec('input_reliability', 'best_effort', 'Reliability of the camera subscriptions; changing it '
               'recreates them.', choices=RELIABILITY),
     ParamSpec('max_batch_size', 8, 'A batch is sent as soon as it holds this many frames.', min=1, max=256),
@@ -107,6 +138,11 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('num_streams', 2, 'CUDA streams (lanes of copy + compute stream) batches are spread over.',
               min=1, max=16),
     ParamSpec('stream_policy', 'round_robin', 'How a batch picks its stream.', choices=POLICIES),
+    ParamSpec('gpu_ids', [-1], 'CUDA GPUs to spread batches over, one engine each (least-loaded routing); '
+              '[-1] = every visible GPU. Ignored with device cpu or cuda:N, and (with a warning) on a '
+              'machine without a GPU. Changing it reloads the engines.', check=_gpu_ids_ok),
+    ParamSpec('max_batch_size_per_gpu', [0], 'Largest batch per GPU, one entry per gpu_ids entry or one '
+              'for all; 0 = max_batch_size ([0] = no per-GPU limit). Live.', check=_limits_ok),
     ParamSpec('stage_threads', 4, 'Threads that copy a batch\'s frames into pinned staging memory (GPU '
               'runtime; 0 or 1 = the worker thread alone).', min=0, max=32, read_only=True),
     ParamSpec('buffers_per_stream', 2, 'Batches in flight per stream (2 = double buffering: the upload '
@@ -143,7 +179,34 @@ PARAMS: tuple[ParamSpec, ...] = (
 _BATCH_KEYS = {'max_batch_size', 'max_queue_delay_ms', 'queue_depth', 'preferred_batch_sizes'}
 _IO_KEYS = {'camera_topics', 'input_reliability', 'output_suffix'}
 _RELOAD_KEYS = {'model', 'model_file_path', 'backend', 'device', 'enable_fp16', 'input_width',
-                'input_height', 'resize', 'task', 'cuda_graphs'}
+                'input_height', 'resize', 'task', 'cuda_graphs', 'gpu_ids'}
+
+
+def _on_device(target: str) -> AbstractContextManager:
+    """torch's current device set to `target` ('cuda:N') while an engine is built there; else nothing."""
+    if not target.startswith('cuda:'):
+        return nullcontext()
+    try:
+        import torch
+        if torch.cuda.is_available():
+            return torch.cuda.device(target)
+    except ImportError:
+        pass
+    return nullcontext()  # no CUDA here: create_engine falls back (with a warning) as before
+
+
+def gpu_plan(values: dict[str, Any], gpus: list[str]) -> list[int]:
+    """The GPU indices the engines go to ([] = one device chosen by `device` alone, as a single engine).
+
+    device 'cpu' -> []; 'cuda:N' -> [N]; 'auto' / 'cuda' -> gpu_ids resolved against the visible GPUs
+    (raises ValueError naming them for an index that does not exist).
+    """
+    device = values['device']
+    if device == 'cpu' or not gpus:
+        return []
+    if device.startswith('cuda:'):
+        return [int(device[5:])]
+    return resolve_gpu_ids(list(values['gpu_ids']), gpus)
 
 
 def policy_from(values: dict[str, Any]) -> BatchPolicy:
@@ -167,9 +230,22 @@ def cross_check(values: dict[str, Any]) -> list[str]:
         outs = [result_topic(t, values['output_suffix']) for t in topics]
         clash = sorted({o for o in outs if outs.count(o) > 1})
         if clash:
-            errors.append(f'cameras share a result topic {clash}: give each camera its own namespace '
-                          '(/front/image_raw, /rear/image_raw)')
+            errors.append(f'cameras share a result topic {clash}: list each camera topic once (a trailing '
+                          '/ names the same topic)')
     errors += policy_from(values).errors()
+    ids = [int(i) for i in values['gpu_ids']]
+    explicit = bool(ids) and ids != [-1]
+    if values['device'].startswith('cuda:') and explicit:
+        errors.append(f"device={values['device']} names one GPU but gpu_ids={ids}: set device to cuda (or "
+                      'auto) to use gpu_ids, or gpu_ids to [-1]')
+    elif values['device'] != 'cpu' and explicit:
+        errors += gpu_ids_errors(ids, visible())
+    if values['device'] != 'cpu':
+        try:
+            n = len(gpu_plan(values, visible())) or 1
+        except ValueError:
+            n = 1  # reported above
+        errors += batch_limit_errors(list(values['max_batch_size_per_gpu']), n)
     width, height = values['input_width'], values['input_height']
     if values['model'] == 'resnet50' and width and height and width != height:
         errors.append(f'resnet50 takes square inputs: input_width={width} and input_height={height} differ')
@@ -265,11 +341,12 @@ def model_path(values: dict[str, Any]) -> str:
 
 def stage_message(result: FrameResult, transport_ms: float, dropped: int, camera_index: int
                   ) -> Float64MultiArray:
+    """One frame's stage report; the extra fields are appended after total_ms (EXTRA_FIELDS order)."""
     report = stage_times.StageReport(stamp_ns=result.stamp_ns, batch_size=1,
                                      stages_ms={'transport': transport_ms, **result.stages_ms})
     labels, values = stage_times.encode(report)
     labels += list(EXTRA_FIELDS)
-    values += [float(result.batch_size), float(dropped), float(camera_index)]
+    values += [float(result.batch_size), float(dropped), float(camera_index), float(result.gpu_index)]
     msg = Float64MultiArray()
     msg.layout.dim = [MultiArrayDimension(label=label, size=1, stride=1) for label in labels]
     msg.data = values
@@ -305,6 +382,7 @@ class StreamBatcher(Node):
         self._last_logged: dict[str, float] = {}
         self._reload = True
         self._pending_streams: int | None = None
+        self._pending_limits = False
         self._buckets: tuple[int, ...] = ()
         self._extra_engines: list[Engine] = []  # cuda_graphs: the engines of streams 1..K-1
         self._camera_index: dict[str, int] = {}
@@ -328,6 +406,8 @@ class StreamBatcher(Node):
         if keys & _BATCH_KEYS:
             self.batcher.configure(**{f: getattr(policy_from(self._values), f) for f in (
                 'max_batch_size', 'max_queue_delay_ns', 'preferred_batch_sizes', 'queue_depth')})
+        if keys & {'max_batch_size_per_gpu', 'max_batch_size'}:
+            self._pending_limits = True  # applied by the worker, which owns the scheduler
         if 'num_streams' in keys:
             self._pending_streams = int(changes['num_streams'])  # applied by the worker, which owns streams
             if self._values['cuda_graphs']:
@@ -442,6 +522,14 @@ class StreamBatcher(Node):
         if self._pending_streams is not None and self.pipeline.scheduler is not None:
             k, self._pending_streams = self._pending_streams, None
             self.pipeline.scheduler.set_num_streams(k)
+        sched = self.pipeline.scheduler
+        if self._pending_limits and isinstance(sched, MultiDeviceScheduler):
+            self._pending_limits = False
+            try:
+                sched.limits = batch_limits(list(self._values['max_batch_size_per_gpu']),
+                                            len(sched.devices))
+            except ValueError as exc:  # cross_check refuses this; keep the old limits if it slips by
+                self._report('params', f'max_batch_size_per_gpu not applied: {exc}')
 
     def _load_engine(self) -> None:
         from isaac_perf.core.engines.factory import create_engine
@@ -461,42 +549,77 @@ class StreamBatcher(Node):
             self.get_logger().warning(message)
 
         fixed_profile = v['backend'] == 'tensorrt'
-        options = EngineOptions(device=v['device'], precision='fp16' if v['enable_fp16'] else 'fp32',
-                                max_batch_size=int(v['max_batch_size']) if fixed_profile else 256,
-                                cuda_graphs=bool(v['cuda_graphs']))
         sizes = tuple(sorted({min(1 << i, v['max_batch_size']) for i in range(9)}))
-        engines: list[Engine] = []
+        try:
+            gpus = gpu_plan(v, visible())
+        except ValueError as exc:
+            self.engine_error = str(exc)
+            self._report('engine_load', f'cannot place the engines: {exc}')
+            return
+        ids = [int(i) for i in v['gpu_ids']]
+        if not gpus and v['device'] != 'cpu' and ids and ids != [-1]:
+            warn(f'gpu_ids={ids} but no CUDA GPU is visible here: running on {v["device"]} (CPU fallback)')
+        # One engine per GPU; with device auto/cuda on GPU 0 alone the engine gets `device` as before, so
+        # the single-GPU setup is unchanged.
+        single = len(gpus) <= 1 and (not gpus or gpus == [0] or v['device'].startswith('cuda:'))
+        targets = [v['device']] if single else [f'cuda:{g}' for g in gpus]
+        per_device: list[list[Engine]] = []
         try:
             path = model_path(v)
-            engine = create_engine(v['backend'], path, options, log=warn)
-            engines.append(engine)
-            try:
-                plan = ModelPlan(engine, self._values)  # live values: top_k etc. apply without a reload
-                graphs = bool(getattr(engine, 'use_graphs', False))
-                if graphs:  # one engine (and one set of graph buffers) per stream
-                    engines += [create_engine(v['backend'], path, options, log=warn)
-                                for _ in range(int(v['num_streams']) - 1)]
-                if v['warmup_iterations'] or graphs:
-                    for e in engines:
-                        e.warmup(sizes, max(1, int(v['warmup_iterations'])))
-            except BaseException:
-                for e in engines:
-                    e.close()
-                raise
+            for target in targets:
+                options = EngineOptions(device=target, precision='fp16' if v['enable_fp16'] else 'fp32',
+                                        max_batch_size=int(v['max_batch_size']) if fixed_profile else 256,
+                                        cuda_graphs=bool(v['cuda_graphs']))
+                engines: list[Engine] = []
+                per_device.append(engines)
+                with _on_device(target):  # weights, warm-up and CUDA graphs on that GPU
+                    engines.append(create_engine(v['backend'], path, options, log=warn))
+                    if len(per_device) == 1:
+                        plan = ModelPlan(per_device[0][0], self._values)  # live values: top_k etc. apply
+                        graphs = bool(getattr(engines[0], 'use_graphs', False))
+                        on_gpu = str(engines[0].device).startswith('cuda') and engines[0].backend == 'torch'
+                    if graphs:  # one engine (and one set of graph buffers) per stream
+                        engines += [create_engine(v['backend'], path, options, log=warn)
+                                    for _ in range(int(v['num_streams']) - 1)]
+                    if v['warmup_iterations'] or graphs:
+                        for e in engines:
+                            e.warmup(sizes, max(1, int(v['warmup_iterations'])))
+                if not on_gpu:
+                    if len(targets) > 1:
+                        warn(f'{engines[0].backend} on {engines[0].device}: spreading over GPUs needs the '
+                             f'torch backend on CUDA; using one engine (gpu_ids={gpus} ignored)')
+                    break
         except (EngineError, OSError, ValueError, RuntimeError, ImportError) as exc:
+            for group in per_device:
+                for e in group:
+                    e.close()
             self.engine_error = str(exc)
             self._report('engine_load', f'cannot load the model (frames wait, then drop): {exc}')
             return
-        gpu = str(engine.device).startswith('cuda') and engine.backend == 'torch'
-        runtime = create_runtime('torch' if gpu else 'cpu', device=str(engine.device) if gpu else 'cuda')
+        except BaseException:
+            for group in per_device:
+                for e in group:
+                    e.close()
+            raise
+        engine = per_device[0][0]
         self._buckets = sizes if graphs else ()
         top_k = (lambda: int(self._values['top_k'])) if plan.task == 'classification' else 0
-        compute = [EngineCompute(e, plan.config, gpu=runtime.is_gpu, buckets=self._buckets, topk=top_k)
-                   for e in engines]
-        self._extra_engines = engines[1:]
-        sched = BatchScheduler(runtime, compute, num_streams=int(v['num_streams']),
-                               depth=int(v['buffers_per_stream']), policy=v['stream_policy'],
-                               stage_threads=int(v['stage_threads']) if runtime.is_gpu else 0)
+        limits = batch_limits(list(v['max_batch_size_per_gpu']), len(per_device)) \
+            if len(v['max_batch_size_per_gpu']) in (0, 1, len(per_device)) else [None] * len(per_device)
+        devices = []
+        for group, limit in zip(per_device, limits, strict=True):
+            if on_gpu:
+                runtime = create_runtime('torch', device=str(group[0].device))
+            else:
+                runtime = CpuRuntime()
+            compute = [EngineCompute(e, plan.config, gpu=runtime.is_gpu, buckets=self._buckets, topk=top_k)
+                       for e in group]
+            devices.append(ComputeDevice(runtime, compute, max_batch_size=limit))
+        self._extra_engines = [e for group in per_device for e in group][1:]
+        sched = MultiDeviceScheduler(devices, num_streams=int(v['num_streams']),
+                                     depth=int(v['buffers_per_stream']), policy=v['stream_policy'],
+                                     stage_threads=int(v['stage_threads']) if on_gpu else 0)
+        runtime = sched.runtime
         self.engine, self.plan = engine, plan
         self.pipeline.post = plan.post
         self.pipeline.set_scheduler(sched)
@@ -506,6 +629,7 @@ class StreamBatcher(Node):
             f'engine ready in {time.monotonic() - started:.1f} s: backend={engine.backend} '
             f'device={engine.device} runtime={runtime.describe()} task={plan.task} '
             f'input={plan.config.width}x{plan.config.height} streams={sched.num_streams} '
+            f'gpus={sched.device_indices} limits={sched.limits} '
             f'cuda_graphs={"buckets " + str(self._buckets) if graphs else "off"}')
 
     # ---------------------------------------------------------------------------------- output
@@ -579,12 +703,20 @@ class StreamBatcher(Node):
         sched = self.pipeline.scheduler
         if sched is not None:
             values.update({'num_streams': sched.num_streams, 'in_flight': sched.in_flight,
-                           'host_waits': sched.host_waits, 'runtime': sched.runtime.name})
-            for pool in (sched.host_pool, sched.device_pool):
-                p = pool.stats()
-                values[f'pool {p.name}'] = (f'hit_rate {p.hit_rate:.3f} allocations {p.allocations} '
-                                            f'checked_out {p.checked_out} high_water_mb '
-                                            f'{p.high_water_reserved_bytes / 2**20:.1f}')
+                           'host_waits': sched.host_waits, 'runtime': sched.runtime.name,
+                           'gpus': ' '.join(map(str, sched.device_indices))})
+            multi = len(sched.schedulers) > 1
+            for i, sub in enumerate(sched.schedulers):
+                dev = sched.device_indices[i]
+                values[f'device {dev}'] = (f'batches {sched.batches_per_device[i]} frames '
+                                           f'{sched.frames_per_device[i]} in_flight {sub.in_flight} '
+                                           f'batch_limit {sched.limits[i] or "max_batch_size"}')
+                for pool in sub.pools():
+                    p = pool.stats()
+                    name = f'pool {p.name}' + (f' gpu{dev}' if multi else '')
+                    values[name] = (f'hit_rate {p.hit_rate:.3f} allocations {p.allocations} '
+                                    f'checked_out {p.checked_out} high_water_mb '
+                                    f'{p.high_water_reserved_bytes / 2**20:.1f}')
         if self.engine is not None:
             values.update(backend=self.engine.backend, device=self.engine.device)
         values['last_error'] = self.last_error

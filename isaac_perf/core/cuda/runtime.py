@@ -108,6 +108,7 @@ class Runtime(ABC):
 
     name = 'base'
     is_gpu = False
+    device_index = -1  # the CUDA device ordinal it runs on; -1 = the host (CPU runtime)
 
     @abstractmethod
     def new_stream(self) -> Stream: ...
@@ -142,6 +143,10 @@ class Runtime(ABC):
 
     def synchronize(self) -> None:  # noqa: B027 - deliberately a no-op where there is no device
         """Wait for the whole device (benchmarks and shutdown only; the pipeline fences on events)."""
+
+    def use_device(self) -> AbstractContextManager:
+        """Context in which framework calls allocate and launch on this runtime's device (multi-GPU)."""
+        return nullcontext()
 
     def describe(self) -> str:
         return self.name
@@ -287,6 +292,8 @@ class TorchRuntime(Runtime):
             raise ValueError(f"allocator {allocator!r}: use 'torch' or 'cuda'")
         self._torch = torch
         self.device = torch.device(device)
+        index = self.device.index
+        self.device_index = index if index is not None else torch.cuda.current_device()
         self.allocator = allocator
         self._rt = _cudart() if allocator == 'cuda' else None
         self._streams = 0
@@ -359,6 +366,11 @@ class TorchRuntime(Runtime):
 
     def synchronize(self) -> None:
         self._torch.cuda.synchronize(self.device)
+
+    def use_device(self) -> AbstractContextManager:
+        # torch ops without an explicit device (torch.empty in an engine, the preprocessor's constants)
+        # go to the *current* device; with one engine per GPU that must be this runtime's GPU.
+        return self._torch.cuda.device(self.device)
 
     def describe(self) -> str:
         return f'torch {self._torch.__version__} on {self._torch.cuda.get_device_name(self.device)}'
@@ -521,13 +533,140 @@ class CudaPythonRuntime(Runtime):
     def synchronize(self) -> None:
         _check(self._rt.cudaDeviceSynchronize(), 'cudaDeviceSynchronize')
 
+    @property
+    def device_index(self) -> int:  # type: ignore[override]
+        return self.device
+
+    def use_device(self) -> AbstractContextManager:
+        _check(self._rt.cudaSetDevice(self.device), 'cudaSetDevice')  # current for this host thread
+        return nullcontext()
+
     def describe(self) -> str:
         props = _check(self._rt.cudaGetDeviceProperties(self.device), 'cudaGetDeviceProperties')
         name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
         return f'cuda-python on {name.strip(chr(0))}'
 
 
+# -------------------------------------------------------------------------------- simulated device
+
+
+class SimClock:
+    """Virtual time for `SimRuntime`: tests advance it explicitly, so device timings are exact numbers."""
+
+    def __init__(self, now_ns: int = 0) -> None:
+        self.now_ns = int(now_ns)
+
+    def __call__(self) -> int:
+        return self.now_ns
+
+    def advance(self, ns: int) -> None:
+        self.now_ns += int(ns)
+
+    def advance_to(self, t_ns: int) -> None:
+        self.now_ns = max(self.now_ns, int(t_ns))
+
+
+class SimEvent(Event):
+    """Passes when the virtual clock reaches the end of the work enqueued before it."""
+
+    def __init__(self, clock: SimClock) -> None:
+        self._clock = clock
+        self.t_ns: int | None = None
+
+    def record(self, stream: Stream | None = None) -> SimEvent:
+        self.t_ns = stream.tail_ns() if isinstance(stream, SimStream) else self._clock.now_ns
+        return self
+
+    def query(self) -> bool:
+        return self.t_ns is not None and self._clock.now_ns >= self.t_ns
+
+    def synchronize(self) -> None:
+        if self.t_ns is not None:
+            self._clock.advance_to(self.t_ns)  # the host "waits": virtual time moves to the event
+
+    def elapsed_ms(self, end: Event) -> float:
+        if self.t_ns is None or getattr(end, 't_ns', None) is None:
+            raise CudaError('elapsed_ms on an event that was never recorded')
+        return (end.t_ns - self.t_ns) / 1e6  # type: ignore[attr-defined]
+
+
+class SimStream(Stream):
+    """A stream whose work takes virtual time: `busy(ns)` enqueues `ns` of work after what is queued."""
+
+    def __init__(self, clock: SimClock, index: int) -> None:
+        self._clock = clock
+        self.index = index
+        self._tail_ns = 0
+
+    def tail_ns(self) -> int:
+        return max(self._tail_ns, self._clock.now_ns)
+
+    def busy(self, ns: int) -> None:
+        self._tail_ns = self.tail_ns() + int(ns)
+
+    def record(self, event: Event | None = None) -> Event:
+        return (event or SimEvent(self._clock)).record(self)
+
+    def wait(self, event: Event) -> None:
+        t = getattr(event, 't_ns', None)
+        if t is not None:
+            self._tail_ns = max(self.tail_ns(), t)
+
+    def query(self) -> bool:
+        return self._clock.now_ns >= self._tail_ns
+
+    def synchronize(self) -> None:
+        self._clock.advance_to(self._tail_ns)
+
+
+class SimRuntime(CpuRuntime):
+    """A simulated device for CPU tests of multi-device routing: host memory and numpy results like
+    `CpuRuntime`, but work takes virtual time (a compute function calls `stream.busy(ns)`) and events pass
+    only when the shared `SimClock` reaches them, so batches really are "in flight" and load-based routing
+    can be checked with exact numbers. Several SimRuntimes sharing one clock are several devices."""
+
+    name = 'sim'
+
+    def __init__(self, clock: SimClock, device_index: int = 0) -> None:
+        super().__init__()
+        self.clock = clock
+        self.device_index = device_index
+
+    def new_stream(self) -> Stream:
+        self._streams += 1
+        return SimStream(self.clock, self._streams - 1)
+
+    def new_event(self, timing: bool = True) -> Event:
+        return SimEvent(self.clock)
+
+    def synchronize(self) -> None:
+        return None
+
+    def describe(self) -> str:
+        return f'simulated device {self.device_index}'
+
+
 # ------------------------------------------------------------------------------------------ choose
+
+
+def visible_gpus() -> list[str]:
+    """Names of the CUDA GPUs this process can use, index = position (empty without CUDA).
+
+    torch first (it honours CUDA_VISIBLE_DEVICES like everything else), then cuda-python; any failure
+    means "no GPU here".
+    """
+    try:
+        import torch
+        if torch.cuda.is_available():
+            return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001 - ImportError, driver errors: no torch GPU
+        pass
+    try:
+        cudart = _cudart()
+        count = int(_check(cudart.cudaGetDeviceCount(), 'cudaGetDeviceCount') or 0)
+        return [f'cuda:{i}' for i in range(count)]
+    except Exception:  # noqa: BLE001 - no cuda-python or no driver
+        return []
 
 
 def create_runtime(backend: str = 'auto', device: str = 'cuda', allocator: str = 'torch') -> Runtime:
