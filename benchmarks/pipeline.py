@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -113,8 +114,15 @@ def naive_factory(backend: str, model: str, device: str):
             # The usual first port: default callback group, sensor-data QoS, work in the callback.
             self._subs = [self.create_subscription(Image, t, lambda m, i=i: self._on_image(m, i),
                                                    qos_profile_sensor_data) for i, t in enumerate(topics)]
+            # A naive node is spun by rclpy.spin (one thread). This run shares a MultiThreadedExecutor, whose
+            # pool would move the callback between threads and make CUDA re-create its per-thread state
+            # (cuDNN handles and plans) each time, a cost the naive node does not really pay: one thread.
+            self._one_thread = ThreadPoolExecutor(max_workers=1)
 
         def _on_image(self, msg: Any, index: int) -> None:
+            self._one_thread.submit(self._infer_in_callback, msg, index).result()
+
+        def _infer_in_callback(self, msg: Any, index: int) -> None:
             received_ns = self.get_clock().now().nanoseconds
             self.frames_received += 1
             t0 = time.perf_counter()
@@ -141,6 +149,7 @@ def naive_factory(backend: str, model: str, device: str):
             self.frames_processed += 1
 
         def destroy_node(self) -> None:
+            self._one_thread.shutdown(wait=True)
             self._engine.close()
             super().destroy_node()
 
