@@ -25,6 +25,7 @@ frame is dropped. Fix the parameter with `ros2 param set` and the engine is relo
 from __future__ import annotations
 
 import array
+import sys
 import threading
 import time
 from collections import deque
@@ -119,6 +120,10 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('nms_iou_threshold', 0.45, 'IoU above which NMS suppresses a lower-scoring box.',
               min=0.0, max=1.0),
     ParamSpec('max_detections', 100, 'Most detections reported per frame.', min=1, max=10000),
+    ParamSpec('gil_switch_interval_us', 200, "Python's GIL switch interval for this process, in microseconds "
+              '(0 = leave the interpreter default of 5000). Every GPU op releases and re-takes the GIL; with '
+              'the executor thread busy in Python each re-take waited up to the interval, which held the '
+              'torch pipeline on the H100 at under 1 frame/s at the default.', min=0, max=100000),
     ParamSpec('warmup_iterations', 2, 'Batches run at load so the first frames do not pay start-up costs.',
               min=0, max=100),
     ParamSpec('diagnostics_period_s', 1.0, 'Period of the /diagnostics status of this node.',
@@ -411,6 +416,7 @@ class InferenceNode(Node):
         self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._create_io()
         self._diag_timer = self.create_timer(self._values['diagnostics_period_s'], self._publish_diagnostics)
+        self._apply_switch_interval()
         # One dedicated thread owns the engine: loads it, warms it up and runs every batch. CUDA state is
         # per thread (current stream, cuDNN handles, PyTorch's cuDNN plan cache), so work handed to whichever
         # executor thread is free re-tuned every convolution on each new thread: on the H100 that held the
@@ -465,6 +471,8 @@ class InferenceNode(Node):
             runner.score_threshold = self._values['score_threshold']
             runner.nms_iou_threshold = self._values['nms_iou_threshold']
             runner.max_detections = self._values['max_detections']
+        if 'gil_switch_interval_us' in keys:
+            self._apply_switch_interval()
         if 'diagnostics_period_s' in keys:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = self.create_timer(changes['diagnostics_period_s'], self._publish_diagnostics)
@@ -698,6 +706,11 @@ class InferenceNode(Node):
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics.publish(array)
+
+    def _apply_switch_interval(self) -> None:
+        interval_us = self._values['gil_switch_interval_us']
+        if interval_us > 0:
+            sys.setswitchinterval(interval_us / 1e6)
 
     def _worker_loop(self) -> None:
         while not self._stopping.is_set():
