@@ -318,15 +318,6 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
@@ -357,9 +348,10 @@ def main(argv: list[str] | None = None) -> int:
               'command': ' '.join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
               'machine': machine(), 'settings': vars(args),
               'results': [{**ros2_benchmark_fields(r), **r} for r in rows], 'ratios': ratios(rows)}
+    from isaac_perf.core.report import json_safe
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(_json_safe(result), indent=2) + '\n')
+    out.write_text(json.dumps(json_safe(result), indent=2) + '\n')
     print(f'\nwrote {out}')
     return 0
 

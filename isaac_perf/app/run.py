@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from isaac_perf.core.report import json_safe
+
 NODE_NAMES = ('image_source', 'inference_node', 'perf_monitor')
 BACKENDS = ('auto', 'onnxruntime', 'torch', 'tensorrt')
 
@@ -480,15 +482,6 @@ def format_report(report: dict[str, Any]) -> str:
     return '\n'.join(lines)
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
 
 class _LiveView:
     """rich's Live table on a terminal, one plain line per second otherwise."""
@@ -563,7 +556,7 @@ def main(args: argparse.Namespace) -> int:
     print(format_report(report), flush=True)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(_json_safe(report), indent=2) + '\n')
+        Path(args.json).write_text(json.dumps(json_safe(report), indent=2) + '\n')
     if report['results_received'] == 0:
         print('isaac-perf run: no results came back: see the log lines above for why', file=sys.stderr)
         return 1

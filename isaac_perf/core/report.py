@@ -384,19 +384,19 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f'cannot serialise {type(value).__name__}')
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN/inf become None so the JSON is standard (json.dumps would write NaN)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
 def to_json(report: Report) -> str:
-    return json.dumps(_clean(report.to_dict()), indent=2, default=_json_default)
+    return json.dumps(json_safe(report.to_dict()), indent=2, default=_json_default)
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:

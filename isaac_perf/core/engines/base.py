@@ -48,17 +48,22 @@ class Engine(ABC):
 
     backend: str = 'base'
 
-    @property
-    @abstractmethod
-    def inputs(self) -> list[TensorSpec]: ...
+    # Set by every backend's constructor; read through the properties below.
+    _inputs: list[TensorSpec]
+    _outputs: list[TensorSpec]
+    _device: Any
 
     @property
-    @abstractmethod
-    def outputs(self) -> list[TensorSpec]: ...
+    def inputs(self) -> list[TensorSpec]:
+        return list(self._inputs)
 
     @property
-    @abstractmethod
-    def device(self) -> str: ...
+    def outputs(self) -> list[TensorSpec]:
+        return list(self._outputs)
+
+    @property
+    def device(self) -> str:
+        return str(self._device)
 
     @property
     def max_batch_size(self) -> int:

@@ -452,18 +452,6 @@ class TensorRTEngine(Engine):
         return ins, outs
 
     @property
-    def inputs(self) -> list[TensorSpec]:
-        return list(self._inputs)
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return list(self._outputs)
-
-    @property
-    def device(self) -> str:
-        return str(self._device)
-
-    @property
     def max_batch_size(self) -> int:
         first = next(iter(self.shapes.values()))
         return int(first[2][0])

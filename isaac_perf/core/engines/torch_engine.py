@@ -166,18 +166,6 @@ class TorchEngine(Engine):
 
     # -- interface -------------------------------------------------------------------------------------------
     @property
-    def inputs(self) -> list[TensorSpec]:
-        return list(self._inputs)
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return list(self._outputs)
-
-    @property
-    def device(self) -> str:
-        return str(self._device)
-
-    @property
     def max_batch_size(self) -> int:
         first = self._inputs[0].shape if self._inputs else ()
         if first and first[0] != -1:
