@@ -218,7 +218,7 @@ def measure_limit(args: argparse.Namespace, cameras: int, width: int, height: in
     from isaac_perf.core.engines.base import EngineOptions
     from isaac_perf.core.engines.factory import create_engine
     from isaac_perf.core.frames import SyntheticSource
-    from isaac_perf.nodes.inference import InferenceRunner
+    from isaac_perf.core.inference_runner import InferenceRunner
     path = models.build_resnet50() if args.model == 'resnet50' else models.build_detector()
     engine = create_engine(args.backend, str(path), EngineOptions(
         precision='fp16' if args.fp16 else 'fp32', max_batch_size=max(cameras, args.max_batch or cameras),

@@ -51,6 +51,7 @@ from isaac_perf.core.cuda.runtime import CpuRuntime, create_runtime, visible_gpu
 from isaac_perf.core.cuda.streams import POLICIES
 from isaac_perf.core.engines.base import Engine, EngineError, EngineOptions
 from isaac_perf.core.frames import ImageFormatError
+from isaac_perf.core.inference_runner import FrameResult as ResultRows
 from isaac_perf.core.params import ParamSpec
 from isaac_perf.core.postprocess import decode_detections, topk
 from isaac_perf.core.preprocess import ENCODINGS as MODEL_ENCODINGS
@@ -65,7 +66,6 @@ from isaac_perf.core.scheduler import (
     gpu_ids_errors,
     resolve_gpu_ids,
 )
-from isaac_perf.nodes.inference import FrameResult as ResultRows
 from isaac_perf.nodes.inference import results_message
 from isaac_perf.ros.conversions import check_image, image_to_numpy, stamp_to_ns
 from isaac_perf.ros.params import declare_params
