@@ -23,7 +23,6 @@ fixes given, and runs the same benchmark again; detections are checked against s
     fp16            infer: FP16 weights and activations (tensor cores)
     cuda_graphs     infer: one CUDA graph launch per frame instead of one launch per layer
     gpu_nms         post: threshold + NMS on the GPU, only kept boxes copied to the host
-    early_exit_nms  post: greedy NMS that stops once max_detections boxes are kept (same output)
     batch=N         all: N frames per call (throughput; per-frame latency grows)
 
 Prints per-stage before/after with ratios and the engine's compute floor (FLOPs / peak), writes JSON
@@ -46,9 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from isaac_perf.core.engines.base import EngineOptions, to_numpy  # noqa: E402
 from isaac_perf.core.engines.factory import create_engine, cuda_available  # noqa: E402
 from isaac_perf.core.frames import SyntheticSource  # noqa: E402
+from isaac_perf.core.inference_runner import detection_rows  # noqa: E402
 from isaac_perf.core.postprocess import (  # noqa: E402
-    Detections,
-    box_iou,
     decode_detections,
     decode_detections_torch,
 )
@@ -57,7 +55,7 @@ from isaac_perf.core.profiling import StageProfiler, ThreadSampler  # noqa: E402
 from isaac_perf.core.report import write_report  # noqa: E402
 
 STAGES = ('convert', 'pre', 'infer', 'post', 'publish')
-ALL_FIXES = ('zero_copy', 'gpu_preprocess', 'fp16', 'cuda_graphs', 'gpu_nms', 'early_exit_nms')
+ALL_FIXES = ('zero_copy', 'gpu_preprocess', 'fp16', 'cuda_graphs', 'gpu_nms')
 SCORE_THRESHOLD, IOU_THRESHOLD, MAX_DETECTIONS = 0.25, 0.45, 100  # inference_node's defaults
 
 
@@ -65,7 +63,7 @@ def fixes_for(stages: list[str], gpu: bool) -> list[str]:
     """The fix that answers a bottleneck in each named stage, on this device."""
     table = {'convert': ['zero_copy'], 'pre': ['gpu_preprocess'] if gpu else [],
              'infer': ['fp16', 'cuda_graphs'] if gpu else [],
-             'post': ['gpu_nms'] if gpu else ['early_exit_nms'], 'publish': []}
+             'post': ['gpu_nms'] if gpu else [], 'publish': []}  # CPU NMS already stops at max_detections
     out: list[str] = []
     for stage in stages:
         for fix in table.get(stage, []):
@@ -102,40 +100,6 @@ def convert_view(msg: Any) -> np.ndarray:
     """Zero-copy: a numpy view on the message's buffer."""
     return np.frombuffer(msg.data, dtype=np.uint8).reshape(msg.height, msg.step)[:, :msg.width * 3] \
         .reshape(msg.height, msg.width, 3)
-
-
-def nms_early_exit(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, class_ids: np.ndarray,
-                   max_keep: int) -> np.ndarray:
-    """Greedy class-aware NMS, best first, stopping once `max_keep` boxes are kept (same first max_keep)."""
-    order = np.argsort(-scores, kind='stable')
-    keep = []
-    while order.size and len(keep) < max_keep:
-        i = order[0]
-        keep.append(i)
-        rest = order[1:]
-        if not rest.size:
-            break
-        overlap = box_iou(boxes[i:i + 1], boxes[rest])[0] > iou_threshold
-        suppress = overlap & (class_ids[rest] == class_ids[i])
-        order = rest[~suppress]
-    return np.asarray(keep, dtype=np.int64)
-
-
-def decode_early_exit(boxes: np.ndarray, scores: np.ndarray, pre_nms_top_k: int = 1000) -> list[Detections]:
-    results = []
-    for b, s in zip(boxes, scores, strict=True):
-        cls = s.argmax(axis=1)
-        best = s[np.arange(s.shape[0]), cls]
-        cand = np.nonzero(best > SCORE_THRESHOLD)[0]
-        if cand.size > pre_nms_top_k:
-            cand = cand[np.argsort(-best[cand], kind='stable')[:pre_nms_top_k]]
-        if not cand.size:
-            results.append(Detections())
-            continue
-        keep = nms_early_exit(b[cand], best[cand], IOU_THRESHOLD, cls[cand], MAX_DETECTIONS)
-        idx = cand[keep]
-        results.append(Detections(b[idx].copy(), best[idx].copy(), cls[idx].astype(np.int64)))
-    return results
 
 
 # --- the pipeline ---------------------------------------------------------------------------------------
@@ -207,19 +171,11 @@ class Pipeline:
             if 'gpu_nms' in self.fixes and self.on_gpu:
                 dets = decode_detections_torch(boxes[:n], scores[:n], SCORE_THRESHOLD, IOU_THRESHOLD,
                                                MAX_DETECTIONS)
-            elif 'early_exit_nms' in self.fixes:
-                dets = decode_early_exit(to_numpy(boxes)[:n], to_numpy(scores)[:n])
             else:
                 dets = decode_detections(to_numpy(boxes)[:n], to_numpy(scores)[:n], SCORE_THRESHOLD,
                                          IOU_THRESHOLD, MAX_DETECTIONS)
-            rows_list = []
-            for det, placement in zip(dets, placements, strict=True):
-                rows = np.zeros((len(det), 6), np.float32)
-                if len(det):
-                    rows[:, :4] = placement.to_source(det.boxes)
-                    rows[:, 4] = det.scores
-                    rows[:, 5] = det.class_ids
-                rows_list.append(rows)
+            rows_list = [detection_rows(det, placement)
+                         for det, placement in zip(dets, placements, strict=True)]
         with stage('publish'):
             for rows in rows_list:
                 self.publish(rows)

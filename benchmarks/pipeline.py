@@ -87,6 +87,7 @@ def naive_factory(backend: str, model: str, device: str):
     from isaac_perf.core import models, stage_times
     from isaac_perf.core.engines.base import EngineOptions, to_numpy
     from isaac_perf.core.engines.factory import create_engine
+    from isaac_perf.core.inference_runner import detection_rows
     from isaac_perf.core.postprocess import decode_detections, topk
     from isaac_perf.core.preprocess import PreprocessConfig, preprocess_numpy
     from isaac_perf.nodes.inference import DropCounter, FrameResult, results_message, stage_message
@@ -135,10 +136,7 @@ def naive_factory(backend: str, model: str, device: str):
                 rows = np.stack([ids[0].astype(np.float32), scores[0]], axis=1)
             else:
                 det = decode_detections(to_numpy(outputs['boxes']), to_numpy(outputs['scores']))[0]
-                rows = np.zeros((len(det), 6), np.float32)
-                if len(det):
-                    rows[:, :4] = placements[0].to_source(det.boxes)
-                    rows[:, 4], rows[:, 5] = det.scores, det.class_ids
+                rows = detection_rows(det, placements[0])
             self._pubs[index].publish(results_message(FrameResult(rows, self.task)))
             t3 = time.perf_counter()
             stamp_ns = stamp_to_ns(msg.header.stamp)

@@ -145,15 +145,8 @@ class InferenceRunner:
             detections = decode_detections_torch(boxes[:n], scores[:n], **kwargs)
         else:
             detections = decode_detections(to_numpy(boxes)[:n], to_numpy(scores)[:n], **kwargs)
-        results = []
-        for det, placement in zip(detections, placements, strict=True):
-            rows = np.zeros((len(det), 6), np.float32)
-            if len(det):
-                rows[:, :4] = placement.to_source(det.boxes)
-                rows[:, 4] = det.scores
-                rows[:, 5] = det.class_ids
-            results.append(FrameResult(rows, 'detection'))
-        return results
+        return [FrameResult(detection_rows(det, placement), 'detection')
+                for det, placement in zip(detections, placements, strict=True)]
 
 
 def _pad(batch: Any, size: int) -> Any:
@@ -178,3 +171,13 @@ class DropCounter:
     @property
     def total(self) -> int:
         return sum(self.by_reason.values())
+
+
+def detection_rows(det: Any, placement: Letterbox) -> np.ndarray:
+    """[M, 6] rows (x1, y1, x2, y2, score, class_id) with boxes mapped back to source-image pixels."""
+    rows = np.zeros((len(det), 6), np.float32)
+    if len(det):
+        rows[:, :4] = placement.to_source(det.boxes)
+        rows[:, 4] = det.scores
+        rows[:, 5] = det.class_ids
+    return rows

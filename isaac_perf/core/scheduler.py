@@ -308,10 +308,14 @@ class BatchScheduler:
 
     def wait_all(self) -> list[Completion]:
         """Block until every batch in flight is done; returns them all."""
+        self.synchronize_in_flight()
+        return self.poll()
+
+    def synchronize_in_flight(self) -> None:
+        """Block until every batch in flight has finished on the device (without collecting them)."""
         for lane in self._lanes + self._retired:
             for job in lane.in_flight:
                 job.done.synchronize()
-        return self.poll()
 
     def close(self) -> dict[str, list[dict[str, Any]]]:
         """Finish in-flight work and free the pools; returns leaks per pool (should be empty)."""
@@ -603,9 +607,7 @@ class MultiDeviceScheduler:
 
     def wait_all(self) -> list[Completion]:
         for s in self.schedulers:
-            for lane in s._lanes + s._retired:
-                for job in lane.in_flight:
-                    job.done.synchronize()
+            s.synchronize_in_flight()
         return self.poll()
 
     def close(self) -> dict[str, list[dict[str, Any]]]:

@@ -52,6 +52,7 @@ from isaac_perf.core.cuda.streams import POLICIES
 from isaac_perf.core.engines.base import Engine, EngineError, EngineOptions
 from isaac_perf.core.frames import ImageFormatError
 from isaac_perf.core.inference_runner import FrameResult as ResultRows
+from isaac_perf.core.inference_runner import detection_rows
 from isaac_perf.core.params import ParamSpec
 from isaac_perf.core.postprocess import decode_detections, topk
 from isaac_perf.core.preprocess import ENCODINGS as MODEL_ENCODINGS
@@ -316,16 +317,9 @@ class ModelPlan:
                                        score_threshold=v['score_threshold'],
                                        iou_threshold=v['nms_iou_threshold'],
                                        max_detections=v['max_detections'])
-        out = []
-        for det, frame in zip(detections, frames, strict=True):
-            rows = np.zeros((len(det), 6), np.float32)
-            if len(det):
-                h, w = frame.data.shape[:2]
-                rows[:, :4] = fit(w, h, self.config).to_source(det.boxes)
-                rows[:, 4] = det.scores
-                rows[:, 5] = det.class_ids
-            out.append(ResultRows(rows, 'detection'))
-        return out
+        return [ResultRows(detection_rows(det, fit(frame.data.shape[1], frame.data.shape[0], self.config)),
+                           'detection')
+                for det, frame in zip(detections, frames, strict=True)]
 
 
 def model_path(values: dict[str, Any]) -> str:
