@@ -326,3 +326,23 @@ def model_macs(model_or_path, batch: int = 1) -> int:
 def model_flops(model_or_path, batch: int = 1) -> int:
     """FLOPs of one forward pass (2 x MACs): what benchmarks divide by the matrix rate."""
     return 2 * model_macs(model_or_path, batch)
+
+
+DEFAULT_INPUT_SIZES = {'resnet50': (224, 224), 'detector': (320, 320)}  # (width, height)
+
+
+def model_file_for(model: str, model_file_path: str = '', input_width: int = 0, input_height: int = 0) -> str:
+    """The ONNX file a node should load: a built-in model built (cached) at the asked input size, or the
+    user's own file. `model` '' means `model_file_path`; a size of 0 means the model's default."""
+    if not model:
+        if not model_file_path:
+            raise ValueError("no model: set model to 'resnet50' or 'detector', or model_file_path to an "
+                             'ONNX file')
+        return str(Path(model_file_path).expanduser())
+    if model not in DEFAULT_INPUT_SIZES:
+        raise ValueError(f"unknown model '{model}': use one of {', '.join(DEFAULT_INPUT_SIZES)}")
+    default_w, default_h = DEFAULT_INPUT_SIZES[model]
+    width, height = input_width or default_w, input_height or default_h
+    if model == 'resnet50':
+        return str(build_resnet50(image_size=width))
+    return str(build_detector(height=height, width=width))

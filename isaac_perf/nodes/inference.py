@@ -57,7 +57,6 @@ NODE_NAME = 'inference_node'
 BACKENDS = ('auto', 'onnxruntime', 'torch', 'tensorrt')
 MODELS = ('resnet50', 'detector', '')
 TASKS = ('auto', 'classification', 'detection')
-DEFAULT_SIZES = {'resnet50': (224, 224), 'detector': (320, 320)}
 STAGES = ('transport', 'queue', 'pre', 'infer', 'post')
 CLASS_LABELS = ('classes', 'class_id,score')
 DETECTION_LABELS = ('detections', 'x1,y1,x2,y2,score,class_id')
@@ -315,18 +314,12 @@ class InferenceNode(Node):
         self.get_logger().info(f'parameters changed: {sorted(keys)}')
 
     def _model_path(self) -> str:
+        from isaac_perf.core.models import model_file_for
         v = self._values
-        if not v['model']:
-            if not v['model_file_path']:
-                raise EngineError("no model: set model to 'resnet50' or 'detector', or model_file_path to an "
-                                  'ONNX file')
-            return str(Path(v['model_file_path']).expanduser())
-        from isaac_perf.core import models
-        default_w, default_h = DEFAULT_SIZES[v['model']]
-        width, height = v['input_width'] or default_w, v['input_height'] or default_h
-        if v['model'] == 'resnet50':
-            return str(models.build_resnet50(image_size=width or height))
-        return str(models.build_detector(height=height, width=width))
+        try:
+            return model_file_for(v['model'], v['model_file_path'], v['input_width'], v['input_height'])
+        except ValueError as exc:
+            raise EngineError(str(exc)) from exc
 
     def _load_engine(self) -> None:
         """(Re)load the engine from the current parameters; failures leave the node running without one."""

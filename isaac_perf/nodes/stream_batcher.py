@@ -45,18 +45,15 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Float32MultiArray, Float64MultiArray, MultiArrayDimension
 
 from isaac_perf.core import stage_times
-from isaac_perf.core.batching import NS_PER_MS, BatchPolicy, DynamicBatcher, Frame
+from isaac_perf.core.batch_model import ModelPlan
+from isaac_perf.core.batching import NS_PER_MS, BatchPolicy, DynamicBatcher
 from isaac_perf.core.cuda.batch_compute import EngineCompute
 from isaac_perf.core.cuda.runtime import CpuRuntime, create_runtime, visible_gpus
 from isaac_perf.core.cuda.streams import POLICIES
 from isaac_perf.core.engines.base import Engine, EngineError, EngineOptions
 from isaac_perf.core.frames import ImageFormatError
-from isaac_perf.core.inference_runner import FrameResult as ResultRows
-from isaac_perf.core.inference_runner import detection_rows
 from isaac_perf.core.params import ParamSpec
-from isaac_perf.core.postprocess import decode_detections, topk
 from isaac_perf.core.preprocess import ENCODINGS as MODEL_ENCODINGS
-from isaac_perf.core.preprocess import PreprocessConfig, fit
 from isaac_perf.core.scheduler import (
     ComputeDevice,
     FrameResult,
@@ -77,7 +74,6 @@ RELIABILITY = ('best_effort', 'reliable')
 BACKENDS = ('auto', 'onnxruntime', 'torch', 'tensorrt')
 MODELS = ('resnet50', 'detector', '')
 TASKS = ('auto', 'classification', 'detection')
-DEFAULT_SIZES = {'resnet50': (224, 224), 'detector': (320, 320)}
 SUBSCRIPTION_DEPTH = 5  # DDS history per camera; the batcher's own bound is queue_depth
 EXTRA_FIELDS = ('engine_batch_size', 'dropped', 'camera_index', 'gpu_index')
 LOG_REPEAT_S = 5.0
@@ -264,73 +260,13 @@ def cross_check(values: dict[str, Any]) -> list[str]:
 
 # ------------------------------------------------------------------------------------------ model
 
-
-class ModelPlan:
-    """What a loaded engine needs around it: preprocessing config, task, and the batch post-processing."""
-
-    def __init__(self, engine: Engine, values: dict[str, Any]) -> None:
-        if not engine.inputs or len(engine.inputs[0].shape) != 4 or engine.inputs[0].shape[1] not in (1, 3):
-            shape = engine.inputs[0].shape if engine.inputs else ()
-            raise EngineError(f'the model input has shape {shape}: stream_batcher feeds images as '
-                              '[N, 3, H, W] (or [N, 1, H, W]); use a model with such an input')
-        self.engine = engine
-        spec = engine.inputs[0]
-        outputs = engine.outputs
-        task = values['task']
-        names = {o.name for o in outputs}
-        if task == 'auto':
-            task = 'detection' if {'boxes', 'scores'} <= names else 'classification'
-        if task == 'detection':
-            if not {'boxes', 'scores'} <= names:
-                raise EngineError(f'detection needs outputs boxes and scores; the model has {sorted(names)}')
-        elif len(outputs[0].shape) != 2:
-            raise EngineError(f"output '{outputs[0].name}' has shape {outputs[0].shape}: classification "
-                              'needs [N, classes]; set task to detection for a detector')
-        self.task = task
-        self.logits = outputs[0].name
-        model_h, model_w = spec.shape[2], spec.shape[3]
-        width = model_w if model_w > 0 else (values['input_width'] or 224)
-        height = model_h if model_h > 0 else (values['input_height'] or 224)
-        channels = spec.shape[1]
-        if task == 'detection':
-            base = PreprocessConfig.for_detector(width, height)
-            mean, std = (base.mean[:channels], base.std[:channels])
-        else:
-            imagenet = PreprocessConfig()
-            mean, std = ((0.449,), (0.226,)) if channels == 1 else (imagenet.mean, imagenet.std)
-        self.config = PreprocessConfig(width=width, height=height, resize=values['resize'], mean=mean,
-                                       std=std, channels=channels)
-        self.values = values
-
-    def post(self, outputs: dict[str, np.ndarray], frames: list[Frame]) -> list[ResultRows]:
-        """One batch's outputs -> result rows per frame, boxes in each camera's own pixels."""
-        v = self.values
-        n = len(frames)
-        if self.task == 'classification':
-            if 'topk_ids' in outputs:  # reduced on the device by EngineCompute
-                ids, scores = outputs['topk_ids'][:n], outputs['topk_scores'][:n]
-            else:
-                ids, scores = topk(np.asarray(outputs[self.logits], np.float32)[:n], int(v['top_k']))
-            return [ResultRows(np.stack([ids[i].astype(np.float32), scores[i]], axis=1), 'classification')
-                    for i in range(n)]
-        detections = decode_detections(outputs['boxes'][:n], outputs['scores'][:n],
-                                       score_threshold=v['score_threshold'],
-                                       iou_threshold=v['nms_iou_threshold'],
-                                       max_detections=v['max_detections'])
-        return [ResultRows(detection_rows(det, fit(frame.data.shape[1], frame.data.shape[0], self.config)),
-                           'detection')
-                for det, frame in zip(detections, frames, strict=True)]
-
-
 def model_path(values: dict[str, Any]) -> str:
-    if not values['model']:
-        return str(Path(values['model_file_path']).expanduser())
-    from isaac_perf.core import models
-    default_w, default_h = DEFAULT_SIZES[values['model']]
-    width, height = values['input_width'] or default_w, values['input_height'] or default_h
-    if values['model'] == 'resnet50':
-        return str(models.build_resnet50(image_size=width))
-    return str(models.build_detector(height=height, width=width))
+    from isaac_perf.core.models import model_file_for
+    try:
+        return model_file_for(values['model'], values['model_file_path'], values['input_width'],
+                              values['input_height'])
+    except ValueError as exc:
+        raise EngineError(str(exc)) from exc
 
 
 def stage_message(result: FrameResult, transport_ms: float, dropped: int, camera_index: int
