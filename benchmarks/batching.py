@@ -6,7 +6,7 @@ rig, at --fps (30) and at "max rate" (--max-fps per camera, far beyond what the 
 queue stays full and the overload policy drops the oldest frames). Frames enter the pipeline in-process
 with their capture time as arrival time (no ROS transport here: it is measured by the node benchmarks), so
 latency = result ready - capture, including the queueing. Every mode sees the same cameras, the same
-bounded per-camera queues (--queue-depth, drop-oldest) and the same model: ResNet-50 (core/models.py)
+bounded per-camera queues (--queue-depth, drop-oldest) and the same model: ResNet-50 (core/inference/models.py)
 through the torch engine in FP16 on a GPU (onnxruntime on the CPU with --quick).
 
   a  per-frame sequential: one frame at a time, round-robin over cameras: pageable upload (.to(cuda)),
@@ -59,22 +59,20 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from isaac_perf.core import models  # noqa: E402
-from isaac_perf.core.batching import NS_PER_MS, BatchPolicy, DynamicBatcher, Frame  # noqa: E402
-from isaac_perf.core.cuda.batch_compute import BatchPreprocessor, EngineCompute  # noqa: E402
+from isaac_perf.core.batching.batcher import NS_PER_MS, BatchPolicy, DynamicBatcher, Frame  # noqa: E402
+from isaac_perf.core.batching.compute import BatchPreprocessor, EngineCompute  # noqa: E402
+from isaac_perf.core.batching.multi_device import ComputeDevice, MultiDeviceScheduler
+from isaac_perf.core.batching.pipeline import MultiStreamPipeline
+from isaac_perf.core.batching.scheduler import BatchScheduler
+from isaac_perf.core.cuda.base import CpuRuntime, Runtime  # noqa: E402
 from isaac_perf.core.cuda.pools import BufferPool, device_pool, host_pool  # noqa: E402
-from isaac_perf.core.cuda.runtime import CpuRuntime, Runtime, create_runtime, visible_gpus  # noqa: E402
+from isaac_perf.core.cuda.runtime import create_runtime, visible_gpus  # noqa: E402
 from isaac_perf.core.cuda.streams import EventTrace, copy_compute_overlap, covered_ms  # noqa: E402
-from isaac_perf.core.engines.base import EngineOptions, to_numpy  # noqa: E402
-from isaac_perf.core.engines.factory import create_engine  # noqa: E402
-from isaac_perf.core.postprocess import topk  # noqa: E402
-from isaac_perf.core.preprocess import PreprocessConfig  # noqa: E402
-from isaac_perf.core.scheduler import (  # noqa: E402
-    BatchScheduler,
-    ComputeDevice,
-    MultiDeviceScheduler,
-    MultiStreamPipeline,
-)
+from isaac_perf.core.inference import models  # noqa: E402
+from isaac_perf.core.inference.engines.base import EngineOptions, to_numpy  # noqa: E402
+from isaac_perf.core.inference.engines.factory import create_engine  # noqa: E402
+from isaac_perf.core.inference.postprocess import topk  # noqa: E402
+from isaac_perf.core.inference.preprocess import PreprocessConfig  # noqa: E402
 
 clock = time.perf_counter_ns
 
@@ -257,7 +255,7 @@ class UtilSampler:
     def __init__(self, indices: list[int], period_s: float = 0.1) -> None:
         import threading
 
-        from isaac_perf.core.gpu import GpuSampler
+        from isaac_perf.core.telemetry.gpu import GpuSampler
         self._sampler = GpuSampler(indices=indices)
         self._values: dict[int, list[float]] = {i: [] for i in indices}
         self._stop = threading.Event()
@@ -348,7 +346,7 @@ def single_frame_logits(engine, pre: BatchPreprocessor, frame: np.ndarray, gpu: 
 
 def check_correctness(runtime: Runtime, engine, cfg: PreprocessConfig, frames, gpu: bool) -> float:
     """Max relative error (L2) between a 4-camera batch through the pipeline and single-frame runs."""
-    from isaac_perf.core.scheduler import slice_outputs
+    from isaac_perf.core.batching.pipeline import slice_outputs
     r = PipelineRunner(runtime, engine, cfg, 2, 4, 0.0, 8, topk_k=0)
     r.pipeline.post = slice_outputs
     for i in range(4):

@@ -14,7 +14,7 @@ The pipeline is the inference node's path, in-process, one frame at a time (what
 
 Step 1 runs it as a first implementation would (copying conversion, numpy preprocessing on the CPU, FP32
 eager engine, numpy NMS on the host) under StageProfiler (wall time, CUDA-event GPU time, NVTX ranges) with
-the thread sampler naming the hot Python functions, and writes the report (isaac_perf.core.report).
+the thread sampler naming the hot Python functions, and writes the report (isaac_perf.core.profiling.report).
 Step 2 takes the report's top-3 bottleneck stages and enables the fix for each (`--fixes auto`), or the
 fixes given, and runs the same benchmark again; detections are checked against step 1's. Fixes:
 
@@ -42,17 +42,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from isaac_perf.core.engines.base import EngineOptions, to_numpy  # noqa: E402
-from isaac_perf.core.engines.factory import create_engine, cuda_available  # noqa: E402
-from isaac_perf.core.frames import SyntheticSource  # noqa: E402
-from isaac_perf.core.inference_runner import detection_rows  # noqa: E402
-from isaac_perf.core.postprocess import (  # noqa: E402
-    decode_detections,
-    decode_detections_torch,
-)
-from isaac_perf.core.preprocess import PreprocessConfig, preprocess_numpy  # noqa: E402
-from isaac_perf.core.profiling import StageProfiler, ThreadSampler  # noqa: E402
-from isaac_perf.core.report import write_report  # noqa: E402
+from isaac_perf.core.inference.engines.base import EngineOptions, to_numpy  # noqa: E402
+from isaac_perf.core.inference.engines.factory import create_engine, cuda_available  # noqa: E402
+from isaac_perf.core.inference.frames import SyntheticSource  # noqa: E402
+from isaac_perf.core.inference.postprocess import decode_detections, decode_detections_torch
+from isaac_perf.core.inference.preprocess import PreprocessConfig, preprocess_numpy  # noqa: E402
+from isaac_perf.core.inference.runner import detection_rows  # noqa: E402
+from isaac_perf.core.profiling.profiler import StageProfiler  # noqa: E402
+from isaac_perf.core.profiling.report import write_report  # noqa: E402
+from isaac_perf.core.profiling.sampling import ThreadSampler  # noqa: E402
 
 STAGES = ('convert', 'pre', 'infer', 'post', 'publish')
 ALL_FIXES = ('zero_copy', 'gpu_preprocess', 'fp16', 'cuda_graphs', 'gpu_nms')
@@ -126,7 +124,7 @@ class Pipeline:
             if self.on_gpu:
                 import torch
 
-                from isaac_perf.core.preprocess import TorchPreprocessor
+                from isaac_perf.core.inference.preprocess import TorchPreprocessor
                 dtype = getattr(self.engine, 'dtype', torch.float32)
                 channels_last = bool(getattr(self.engine, 'channels_last', False))
                 self.torch_pre = TorchPreprocessor(self.config, device=str(self.engine.device), dtype=dtype,
@@ -327,7 +325,7 @@ def main() -> int:
           f"({100 * improvement:+.1f}% frame time {'saved' if improvement > 0 else 'added'})")
     floor = None
     try:
-        from isaac_perf.core.models import model_flops, resolve_model
+        from isaac_perf.core.inference.models import model_flops, resolve_model
         flops = model_flops(str(resolve_model(args.model)), batch=1)
         peak = args.peak_tflops or (989.0 if 'H100' in gpu_name and 'fp16' in fixes
                                     else 494.0 if 'H100' in gpu_name else 0.0)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from isaac_perf.core.gpu import GpuSampler  # noqa: E402
+from isaac_perf.core.telemetry.gpu import GpuSampler  # noqa: E402
 
 SMI_QUERY = 'utilization.gpu,memory.used,memory.total,temperature.gpu,power.draw'
 

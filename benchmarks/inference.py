@@ -34,8 +34,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from isaac_perf.core import models  # noqa: E402
-from isaac_perf.core.engines.base import EngineOptions, to_numpy  # noqa: E402
+from isaac_perf.core.inference import models  # noqa: E402
+from isaac_perf.core.inference.engines.base import EngineOptions, to_numpy  # noqa: E402
 
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 REPORTED_PEAK_TFLOPS = 733.0  # the H100's FP16 dense matrix rate measured earlier in this project
@@ -128,7 +128,7 @@ class Bench:
 
     def correctness(self) -> None:
         """Each torch configuration against onnxruntime FP32 (CPU) on fresh random inputs."""
-        from isaac_perf.core.engines.factory import create_engine
+        from isaac_perf.core.inference.engines.factory import create_engine
         ort = create_engine('onnxruntime', self.model_path, EngineOptions(device='cpu'))
         feeds = {'images': np.random.default_rng(11).standard_normal((4, 3, 224, 224)).astype(np.float32)}
         ref = ort.infer(feeds)['logits']
@@ -152,7 +152,7 @@ class Bench:
         """One frame per call, eager FP32, unfolded BN, NCHW, host round trip: the rclpy-callback way."""
         import onnx
         torch = self.torch
-        from isaac_perf.core.onnx_to_torch import convert
+        from isaac_perf.core.inference.engines.onnx_to_torch import convert
         torch.backends.cudnn.benchmark = False
         module = convert(onnx.load(self.model_path), fold_bn=False).eval().cuda()
         rng = np.random.default_rng(0)
@@ -175,7 +175,7 @@ class Bench:
         torch.cuda.empty_cache()
 
     def ort(self) -> None:
-        from isaac_perf.core.engines.factory import create_engine
+        from isaac_perf.core.inference.engines.factory import create_engine
         eng = create_engine('onnxruntime', self.model_path, EngineOptions(device='cpu', max_batch_size=64))
         for b in self.args.ort_batches:
             x = {'images': np.random.default_rng(b).standard_normal((b, 3, 224, 224)).astype(np.float32)}
@@ -226,7 +226,7 @@ class Bench:
         return self.row(**row)
 
     def torch_rows(self) -> None:
-        from isaac_perf.core.engines.factory import create_engine
+        from isaac_perf.core.inference.engines.factory import create_engine
         torch = self.torch
         max_b = max(self.args.batches)
         nofuse = {'cudnn_fusion': False}
@@ -251,9 +251,9 @@ class Bench:
 
     def e2e(self) -> None:
         """Camera frames to top-5: uint8 640x480 rgb8 -> GPU preprocess -> FP16 graph -> top-5 on host."""
-        from isaac_perf.core.engines.factory import create_engine
-        from isaac_perf.core.postprocess import topk
-        from isaac_perf.core.preprocess import PreprocessConfig, TorchPreprocessor
+        from isaac_perf.core.inference.engines.factory import create_engine
+        from isaac_perf.core.inference.postprocess import topk
+        from isaac_perf.core.inference.preprocess import PreprocessConfig, TorchPreprocessor
         torch = self.torch
         eng = create_engine('torch', self.model_path, EngineOptions(device='cuda', precision='fp16',
                                                                     cuda_graphs=True, max_batch_size=8))
@@ -282,7 +282,7 @@ class Bench:
         """Kernel-time breakdown (torch.profiler) of FP16 eager at the largest batch and of batch 1."""
         from torch.profiler import ProfilerActivity, profile
 
-        from isaac_perf.core.engines.factory import create_engine
+        from isaac_perf.core.inference.engines.factory import create_engine
         torch = self.torch
         out = {}
         for b, graphs in ((max(self.args.batches), False), (1, True)):
@@ -324,7 +324,7 @@ class Bench:
 
     def compile_rows(self) -> None:
         """AOTInductor packages (compile once, cached on disk), with and without a CUDA graph on top."""
-        from isaac_perf.core.engines.factory import create_engine
+        from isaac_perf.core.inference.engines.factory import create_engine
         torch = self.torch
         for spec in self.args.compile:
             mode, b = spec.split(':')

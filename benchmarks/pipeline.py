@@ -84,12 +84,13 @@ def naive_factory(backend: str, model: str, device: str):
     from sensor_msgs.msg import Image
     from std_msgs.msg import Float32MultiArray, Float64MultiArray
 
-    from isaac_perf.core import models, stage_times
-    from isaac_perf.core.engines.base import EngineOptions, to_numpy
-    from isaac_perf.core.engines.factory import create_engine
-    from isaac_perf.core.inference_runner import detection_rows
-    from isaac_perf.core.postprocess import decode_detections, topk
-    from isaac_perf.core.preprocess import PreprocessConfig, preprocess_numpy
+    from isaac_perf.core.inference import models
+    from isaac_perf.core.inference.engines.base import EngineOptions, to_numpy
+    from isaac_perf.core.inference.engines.factory import create_engine
+    from isaac_perf.core.inference.postprocess import decode_detections, topk
+    from isaac_perf.core.inference.preprocess import PreprocessConfig, preprocess_numpy
+    from isaac_perf.core.inference.runner import detection_rows
+    from isaac_perf.core.telemetry import stage_times
     from isaac_perf.nodes.inference import DropCounter, FrameResult, results_message, stage_message
     from isaac_perf.ros.conversions import image_to_numpy, stamp_to_ns
 
@@ -212,11 +213,11 @@ def measure_limit(args: argparse.Namespace, cameras: int, width: int, height: in
     """The pipeline's preprocessing + engine on in-memory frames, batch = cameras; no ROS."""
     import numpy as np
 
-    from isaac_perf.core import models
-    from isaac_perf.core.engines.base import EngineOptions
-    from isaac_perf.core.engines.factory import create_engine
-    from isaac_perf.core.frames import SyntheticSource
-    from isaac_perf.core.inference_runner import InferenceRunner
+    from isaac_perf.core.inference import models
+    from isaac_perf.core.inference.engines.base import EngineOptions
+    from isaac_perf.core.inference.engines.factory import create_engine
+    from isaac_perf.core.inference.frames import SyntheticSource
+    from isaac_perf.core.inference.runner import InferenceRunner
     path = models.build_resnet50() if args.model == 'resnet50' else models.build_detector()
     engine = create_engine(args.backend, str(path), EngineOptions(
         precision='fp16' if args.fp16 else 'fp32', max_batch_size=max(cameras, args.max_batch or cameras),
@@ -320,7 +321,7 @@ def machine() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-    from isaac_perf.core.engines.factory import cuda_available
+    from isaac_perf.core.inference.engines.factory import cuda_available
     device = 'cuda' if cuda_available() and args.backend != 'onnxruntime' else 'cpu'
     variants = [v.strip() for v in args.variants.split(',') if v.strip()]
     sizes = [tuple(int(x) for x in s.lower().split('x')) for s in args.sizes.split(',')]
@@ -346,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
               'command': ' '.join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
               'machine': machine(), 'settings': vars(args),
               'results': [{**ros2_benchmark_fields(r), **r} for r in rows], 'ratios': ratios(rows)}
-    from isaac_perf.core.report import json_safe
+    from isaac_perf.core.profiling.report import json_safe
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(json_safe(result), indent=2) + '\n')

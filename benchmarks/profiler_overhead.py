@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from isaac_perf.core.profiling import StageProfiler  # noqa: E402
+from isaac_perf.core.profiling.profiler import StageProfiler  # noqa: E402
 
 NAMES = ('convert', 'pre', 'infer', 'post', 'publish', 's5', 's6', 's7', 's8', 's9')
 

@@ -20,7 +20,7 @@ Rows, all in one run:
 - `ceiling`: the engine alone at the largest batch on device-resident input (no cameras, no copies): the
   physical limit of this model on this machine. Ratios to it are printed.
 
-`--qos` measures the QoS trade-offs the advisor cites (core/qos_advisor.py TRADE_OFFS) over real DDS between
+`--qos` measures the QoS trade-offs the advisor cites (core/tuning/qos.py TRADE_OFFS) over real DDS between
 two rclpy processes on one host: (a) a 640x480 rgb8 stream at 60 Hz into a subscriber that needs 25 ms per
 frame (a saturated consumer), reliable depth 100 vs best effort depth 1; (b) 1920x1080 rgb8 at 15 Hz into a
 fast subscriber, reliable vs best effort. Needs rclpy (the ROS wheels); runs on the CPU.
@@ -45,14 +45,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from isaac_perf.core.batching import NS_PER_MS, BatchPolicy, DynamicBatcher  # noqa: E402
-from isaac_perf.core.realtime import (  # noqa: E402
-    PipelineState,
-    RealtimeController,
-    Requirements,
-    batcher_knobs,
-)
-from isaac_perf.core.tuning import (  # noqa: E402
+from isaac_perf.core.batching.batcher import NS_PER_MS, BatchPolicy, DynamicBatcher  # noqa: E402
+from isaac_perf.core.tuning.controller import RealtimeController
+from isaac_perf.core.tuning.knobs import PipelineState, Requirements, batcher_knobs
+from isaac_perf.core.tuning.search import (
     Axis,
     Constraints,
     Measurement,
@@ -74,9 +70,10 @@ class Rig:
 
     def __init__(self, engine: Any, preprocess: Any, gpu: bool, cameras: int, camera_fps: float,
                  width: int, height: int, depth: int = 2) -> None:
-        from isaac_perf.core.cuda.batch_compute import EngineCompute
+        from isaac_perf.core.batching.compute import EngineCompute
+        from isaac_perf.core.batching.pipeline import MultiStreamPipeline
+        from isaac_perf.core.batching.scheduler import BatchScheduler
         from isaac_perf.core.cuda.runtime import create_runtime
-        from isaac_perf.core.scheduler import BatchScheduler, MultiStreamPipeline
 
         self.engine = engine
         self.runtime = create_runtime('torch' if gpu else 'cpu', device=str(engine.device) if gpu else 'cuda')
@@ -289,10 +286,10 @@ class Rig:
 
 def build(args: argparse.Namespace) -> tuple[Any, Any, bool, str]:
     """The engine, its preprocessing, whether it runs on a GPU, and a description."""
-    from isaac_perf.core import models
-    from isaac_perf.core.engines.base import EngineOptions
-    from isaac_perf.core.engines.factory import create_engine
-    from isaac_perf.core.preprocess import PreprocessConfig
+    from isaac_perf.core.inference import models
+    from isaac_perf.core.inference.engines.base import EngineOptions
+    from isaac_perf.core.inference.engines.factory import create_engine
+    from isaac_perf.core.inference.preprocess import PreprocessConfig
 
     if args.model == 'resnet50':
         path = models.build_resnet50(image_size=args.model_size)
@@ -538,7 +535,7 @@ def run_qos(args: argparse.Namespace) -> int:
     import random
     os.environ.setdefault('ROS_DOMAIN_ID', str(random.randint(150, 230)))
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-    from isaac_perf.core.bench import collect_metadata
+    from isaac_perf.core.bench.provenance import collect_metadata
     rows = []
     for case in QOS_CASES:
         row = qos_case(*case, seconds=args.qos_seconds)
@@ -612,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.qos:
         return run_qos(args)
-    from isaac_perf.core.bench import collect_metadata
+    from isaac_perf.core.bench.provenance import collect_metadata
 
     engine, preprocess, gpu, what = build(args)
     print(f'engine: {what}; {args.cameras} cameras x {args.camera_fps:g} FPS offered, '

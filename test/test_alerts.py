@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from isaac_perf.core.alerts import AlertBook, AlertRule, AlertState, Direction, Level
+from isaac_perf.core.telemetry.alerts import AlertBook, AlertRule, AlertState, Direction, Level
 
 S = 1_000_000_000
 

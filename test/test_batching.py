@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from isaac_perf.core.batching import BatchPolicy, DynamicBatcher, ResultOrderer
+from isaac_perf.core.batching.batcher import BatchPolicy, DynamicBatcher, ResultOrderer
 
 MS = 1_000_000
 

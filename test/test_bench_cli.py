@@ -8,7 +8,7 @@ import pytest
 
 from isaac_perf import cli
 from isaac_perf.app import bench as bench_app
-from isaac_perf.core.bench import BASIC_METRICS, EXTRA_METRICS
+from isaac_perf.core.bench.metrics import BASIC_METRICS, EXTRA_METRICS
 
 pytest.importorskip('onnxruntime')
 

@@ -5,28 +5,11 @@ import math
 
 import pytest
 
-from isaac_perf.core.bench import (
-    BASIC_METRICS,
-    RunResult,
-    betainc,
-    compare,
-    conclude,
-    find_peak_rate,
-    format_comparison,
-    input_hash,
-    performance_metrics,
-    plot_comparison,
-    plot_results,
-    resource_metrics,
-    results_document,
-    run_key,
-    simulate_fixed_rate,
-    stability,
-    summary_table,
-    sustainable,
-    t_two_sided_p,
-    welch_t_test,
-)
+from isaac_perf.core.bench.compare import betainc, compare, format_comparison, t_two_sided_p, welch_t_test
+from isaac_perf.core.bench.metrics import BASIC_METRICS, RunResult, performance_metrics, resource_metrics
+from isaac_perf.core.bench.peak import conclude, find_peak_rate, simulate_fixed_rate, stability, sustainable
+from isaac_perf.core.bench.provenance import input_hash, results_document, run_key, summary_table
+from isaac_perf.core.plotting import plot_comparison, plot_results
 
 MS = 1_000_000
 

@@ -5,9 +5,15 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from isaac_perf.core import models
-from isaac_perf.core.engines.base import EngineError, EngineOptions, TensorSpec, check_feeds, to_numpy
-from isaac_perf.core.engines.factory import create_engine, resolve_backend
+from isaac_perf.core.inference import models
+from isaac_perf.core.inference.engines.base import (
+    EngineError,
+    EngineOptions,
+    TensorSpec,
+    check_feeds,
+    to_numpy,
+)
+from isaac_perf.core.inference.engines.factory import create_engine, resolve_backend
 
 torch = pytest.importorskip('torch')
 

@@ -8,10 +8,10 @@ import os
 import numpy as np
 import pytest
 
-from isaac_perf.core import models
-from isaac_perf.core.engines.base import EngineError, EngineOptions, TensorSpec
-from isaac_perf.core.engines.cache import validate_artifact, write_artifact
-from isaac_perf.core.engines.tensorrt_engine import (
+from isaac_perf.core.inference import models
+from isaac_perf.core.inference.engines.base import EngineError, EngineOptions, TensorSpec
+from isaac_perf.core.inference.engines.cache import validate_artifact, write_artifact
+from isaac_perf.core.inference.engines.tensorrt_engine import (
     BuildProgress,
     CalibrationBatches,
     onnx_to_fp16,
@@ -153,7 +153,7 @@ def test_onnx_to_fp16_keeps_fp32_io_and_runs(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec('tensorrt') is not None, reason='TensorRT is installed here')
 def test_tensorrt_missing_is_a_clear_engine_error(tmp_path):
-    from isaac_perf.core.engines.tensorrt_engine import TensorRTEngine
+    from isaac_perf.core.inference.engines.tensorrt_engine import TensorRTEngine
     path = models.build_detector(64, 64, num_classes=2, cache_dir=tmp_path)
     with pytest.raises(EngineError, match="TensorRT is not installed.*backend 'torch'.*'onnxruntime'"):
         TensorRTEngine(str(path), EngineOptions(precision='fp16'))
@@ -161,7 +161,7 @@ def test_tensorrt_missing_is_a_clear_engine_error(tmp_path):
 
 def test_torch_aoti_keys_differ_by_precision_and_shape(tmp_path):
     pytest.importorskip('torch')
-    from isaac_perf.core.engines.torch_engine import TorchEngine
+    from isaac_perf.core.inference.engines.torch_engine import TorchEngine
     path = models.build_detector(64, 64, num_classes=2, cache_dir=tmp_path)
     eng = TorchEngine(str(path), EngineOptions(device='cpu', cache_dir=str(tmp_path)))
     k1, k2 = eng.aoti_key(1, 'default'), eng.aoti_key(8, 'default')

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from isaac_perf.core.frames import (
+from isaac_perf.core.inference.frames import (
     FolderSource,
     FrameSourceError,
     ImageFormatError,
@@ -176,7 +176,7 @@ def test_mcap_source_plays_image_messages(tmp_path):
 def test_mcap_source_skips_malformed_messages(tmp_path):
     from mcap_ros2.writer import Writer
 
-    from isaac_perf.core.frames import IMAGE_MSGDEF
+    from isaac_perf.core.inference.frames import IMAGE_MSGDEF
     path = tmp_path / 'bad.mcap'
     with open(path, 'wb') as stream:
         writer = Writer(stream)

@@ -9,7 +9,7 @@ import types
 
 import pytest
 
-from isaac_perf.core.gpu import (
+from isaac_perf.core.telemetry.gpu import (
     FI_NVLINK_LINK_COUNT,
     FI_NVLINK_THROUGHPUT_DATA_RX,
     FI_NVLINK_THROUGHPUT_DATA_TX,

@@ -13,7 +13,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Float32MultiArray, Float64MultiArray  # noqa: E402
 
-from isaac_perf.core import stage_times  # noqa: E402
+from isaac_perf.core.telemetry import stage_times  # noqa: E402
 from isaac_perf.nodes.inference import InferenceNode  # noqa: E402
 from isaac_perf.ros.conversions import numpy_to_image  # noqa: E402
 from isaac_perf.ros.qos import qos_from_name  # noqa: E402
@@ -111,8 +111,8 @@ def expected_classes(model_path, image, top_k):
     """What the node must publish: the same preprocessing, onnxruntime and top-k, done directly."""
     import onnxruntime as ort
 
-    from isaac_perf.core.postprocess import topk
-    from isaac_perf.core.preprocess import PreprocessConfig, preprocess_numpy
+    from isaac_perf.core.inference.postprocess import topk
+    from isaac_perf.core.inference.preprocess import PreprocessConfig, preprocess_numpy
     batch, _ = preprocess_numpy([(image, 'rgb8')], PreprocessConfig(width=16, height=16))
     session = ort.InferenceSession(model_path, providers=['CPUExecutionProvider'])
     logits = session.run(None, {'images': batch})[0]
@@ -236,7 +236,7 @@ def test_input_tensor_name_mismatch(harness, spin, tmp_path):
 
 
 def test_unavailable_backend_falls_back_with_warning(harness, spin, tmp_path):
-    from isaac_perf.core.engines.factory import tensorrt_available
+    from isaac_perf.core.inference.engines.factory import tensorrt_available
     if tensorrt_available():
         pytest.skip('TensorRT is installed here: nothing to fall back from')
     h = harness(model='', model_file_path=tiny_classifier(tmp_path / 'tiny.onnx'), backend='tensorrt',

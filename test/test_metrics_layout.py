@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from isaac_perf.core import metrics
+from isaac_perf.core.telemetry import metrics
 
 # Frozen copy of the published layout: new fields may be appended, existing ones never move.
 FROZEN_GLOBAL = (

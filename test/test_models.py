@@ -5,7 +5,7 @@ import numpy as np
 import onnx
 import pytest
 
-from isaac_perf.core import models
+from isaac_perf.core.inference import models
 
 
 @pytest.fixture(scope='session')

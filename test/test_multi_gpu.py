@@ -1,4 +1,5 @@
-"""Multi-device routing (core.scheduler.MultiDeviceScheduler) on the CPU, the GPU count as a tuner knob,
+"""Multi-device routing (core.batching.multi_device.MultiDeviceScheduler) on the CPU, the GPU count as a
+tuner knob,
 stream_batcher's gpu_ids / max_batch_size_per_gpu parameters, and (marked gpu) the multi-device path on one
 GPU giving the outputs of the single-device path.
 
@@ -9,20 +10,22 @@ is an exact, hand-computed sequence.
 import numpy as np
 import pytest
 
-from isaac_perf.core.batching import BatchPolicy, DynamicBatcher
-from isaac_perf.core.cuda.runtime import CpuRuntime, SimClock, SimRuntime
-from isaac_perf.core.realtime import PipelineState, Requirements, advise, batcher_knobs
-from isaac_perf.core.scheduler import (
-    BatchScheduler,
-    ComputeDevice,
-    MultiDeviceScheduler,
-    MultiStreamPipeline,
+from isaac_perf.core.batching.batcher import BatchPolicy, DynamicBatcher
+from isaac_perf.core.batching.multi_device import ComputeDevice, MultiDeviceScheduler
+from isaac_perf.core.batching.pipeline import MultiStreamPipeline
+from isaac_perf.core.batching.placement import (
     batch_limit_errors,
     batch_limits,
     gpu_ids_errors,
     resolve_gpu_ids,
 )
-from isaac_perf.core.tuning import BatchedPipelineModel, gpu_axis, gpu_ids_for
+from isaac_perf.core.batching.scheduler import BatchScheduler
+from isaac_perf.core.cuda.base import CpuRuntime
+from isaac_perf.core.cuda.sim import SimClock, SimRuntime
+from isaac_perf.core.tuning.advisor import advise
+from isaac_perf.core.tuning.knobs import PipelineState, Requirements, batcher_knobs
+from isaac_perf.core.tuning.plant import BatchedPipelineModel
+from isaac_perf.core.tuning.search import gpu_axis, gpu_ids_for
 
 MS = 1_000_000
 
@@ -257,7 +260,7 @@ def test_stream_batcher_refuses_bad_gpu_settings_and_reports_gpu_index(ros_conte
     from sensor_msgs.msg import Image
     from std_msgs.msg import Float32MultiArray, Float64MultiArray
 
-    from isaac_perf.core.models import build_detector
+    from isaac_perf.core.inference.models import build_detector
     from isaac_perf.nodes.stream_batcher import StreamBatcher
     from isaac_perf.ros.conversions import numpy_to_image
 
@@ -312,12 +315,12 @@ def test_multi_device_path_on_one_gpu_gives_the_single_device_outputs(tmp_path):
     torch = pytest.importorskip('torch')
     if not torch.cuda.is_available():
         pytest.skip('no CUDA device')
-    from isaac_perf.core.cuda.batch_compute import EngineCompute
-    from isaac_perf.core.cuda.runtime import TorchRuntime
-    from isaac_perf.core.engines.base import EngineOptions
-    from isaac_perf.core.engines.factory import create_engine
-    from isaac_perf.core.models import build_resnet50
-    from isaac_perf.core.preprocess import PreprocessConfig
+    from isaac_perf.core.batching.compute import EngineCompute
+    from isaac_perf.core.cuda.torch_runtime import TorchRuntime
+    from isaac_perf.core.inference.engines.base import EngineOptions
+    from isaac_perf.core.inference.engines.factory import create_engine
+    from isaac_perf.core.inference.models import build_resnet50
+    from isaac_perf.core.inference.preprocess import PreprocessConfig
 
     path = str(build_resnet50(image_size=224, cache_dir=tmp_path))
     engine = create_engine('torch', path, EngineOptions(device='cuda:0', precision='fp32', max_batch_size=64),

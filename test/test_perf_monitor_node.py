@@ -13,7 +13,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Temperature  # noqa: E402
 from std_msgs.msg import Float32MultiArray, Float64MultiArray, MultiArrayDimension, String  # noqa: E402
 
-from isaac_perf.core import metrics, stage_times  # noqa: E402
+from isaac_perf.core.telemetry import metrics, stage_times  # noqa: E402
 from isaac_perf.nodes.perf_monitor import PerfMonitor  # noqa: E402
 
 pytestmark = pytest.mark.ros

@@ -6,8 +6,9 @@ import logging
 import numpy as np
 import pytest
 
+from isaac_perf.core.cuda.base import CpuRuntime, Event
 from isaac_perf.core.cuda.pools import BufferPool, PoolError, SizeClasses, device_pool, host_pool
-from isaac_perf.core.cuda.runtime import CpuRuntime, Event, create_runtime
+from isaac_perf.core.cuda.runtime import create_runtime
 from isaac_perf.core.cuda.streams import (
     EventTrace,
     Span,

@@ -2,14 +2,7 @@
 import numpy as np
 import pytest
 
-from isaac_perf.core.postprocess import (
-    Detections,
-    box_iou,
-    decode_detections,
-    nms,
-    softmax,
-    topk,
-)
+from isaac_perf.core.inference.postprocess import Detections, box_iou, decode_detections, nms, softmax, topk
 
 
 def test_topk_exact_and_deterministic_ties():
@@ -75,7 +68,7 @@ torch = pytest.importorskip('torch')
 
 @pytest.mark.parametrize('seed', range(6))
 def test_torch_nms_equals_numpy_greedy(seed):
-    from isaac_perf.core.postprocess import nms_torch
+    from isaac_perf.core.inference.postprocess import nms_torch
     rng = np.random.default_rng(seed)
     boxes, scores = _random_dets(rng, 1, 300)
     b, s = boxes[0], scores[0].max(1)
@@ -89,7 +82,7 @@ def test_torch_nms_equals_numpy_greedy(seed):
 @pytest.mark.parametrize('device', ['cpu', pytest.param('cuda', marks=[pytest.mark.gpu, pytest.mark.skipif(
     not torch.cuda.is_available(), reason='needs a CUDA GPU')])])
 def test_decode_detections_torch_equals_numpy(device):
-    from isaac_perf.core.postprocess import decode_detections_torch
+    from isaac_perf.core.inference.postprocess import decode_detections_torch
     boxes, scores = _random_dets(np.random.default_rng(7))
     for kwargs in (dict(), dict(class_aware=False), dict(score_threshold=0.5, max_detections=7),
                    dict(pre_nms_top_k=50)):

@@ -4,7 +4,7 @@ import array
 import numpy as np
 import pytest
 
-from isaac_perf.core.preprocess import (
+from isaac_perf.core.inference.preprocess import (
     ENCODINGS,
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -147,7 +147,7 @@ def _mixed_batch(rng):
 
 @pytest.mark.parametrize('resize', ['letterbox', 'stretch'])
 def test_torch_preprocessor_matches_numpy_on_cpu(resize):
-    from isaac_perf.core.preprocess import TorchPreprocessor
+    from isaac_perf.core.inference.preprocess import TorchPreprocessor
     cfg = PreprocessConfig(width=160, height=128, resize=resize)
     images = _mixed_batch(np.random.default_rng(3))
     ref, lb_ref = preprocess_numpy(images, cfg)
@@ -159,7 +159,7 @@ def test_torch_preprocessor_matches_numpy_on_cpu(resize):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 def test_torch_preprocessor_on_gpu_fp16_channels_last():
-    from isaac_perf.core.preprocess import TorchPreprocessor
+    from isaac_perf.core.inference.preprocess import TorchPreprocessor
     cfg = PreprocessConfig(width=224, height=224)
     pre = TorchPreprocessor(cfg, device='cuda', dtype=torch.float16, channels_last=True)
     for seed in (4, 5):  # twice: the pinned staging buffer is reused

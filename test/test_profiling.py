@@ -11,10 +11,10 @@ import types
 import numpy as np
 import pytest
 
-from isaac_perf.core import profiling
-from isaac_perf.core.profiling import (
+from isaac_perf.core.profiling import profiler as profiling
+from isaac_perf.core.profiling.profiler import StageProfiler
+from isaac_perf.core.profiling.sampling import (
     CProfileSampler,
-    StageProfiler,
     ThreadSampler,
     parse_collapsed,
     py_spy_path,

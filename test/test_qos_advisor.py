@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from isaac_perf.core.qos_advisor import (
+from isaac_perf.core.tuning.qos import (
     TRADE_OFFS,
     QosEvent,
     QosEventCounter,

@@ -19,8 +19,8 @@ from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from std_msgs.msg import Float32MultiArray, MultiArrayDimension, String  # noqa: E402
 
-from isaac_perf.core import metrics  # noqa: E402
-from isaac_perf.core.tuning import BatchedPipelineModel  # noqa: E402
+from isaac_perf.core.telemetry import metrics  # noqa: E402
+from isaac_perf.core.tuning.plant import BatchedPipelineModel  # noqa: E402
 from isaac_perf.nodes.qos_tuner import QosTuner  # noqa: E402
 from isaac_perf.ros.qos import qos_from_name  # noqa: E402
 

@@ -4,18 +4,10 @@ import random
 
 import pytest
 
-from isaac_perf.core.realtime import (
-    Knob,
-    KnobKind,
-    PipelineState,
-    RealtimeController,
-    Requirements,
-    advise,
-    batcher_knobs,
-    gaps,
-    overshoot,
-)
-from isaac_perf.core.tuning import BatchedPipelineModel
+from isaac_perf.core.tuning.advisor import advise, gaps, overshoot
+from isaac_perf.core.tuning.controller import RealtimeController
+from isaac_perf.core.tuning.knobs import Knob, KnobKind, PipelineState, Requirements, batcher_knobs
+from isaac_perf.core.tuning.plant import BatchedPipelineModel
 
 BAD_START = {'max_batch_size': 1, 'max_queue_delay_ms': 0.0, 'num_streams': 1, 'queue_depth': 100,
              'input_reliability': 'reliable'}

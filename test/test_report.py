@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from isaac_perf.core.profiling import profile_from_stage_times
-from isaac_perf.core.report import (
+from isaac_perf.core.profiling.profiler import profile_from_stage_times
+from isaac_perf.core.profiling.report import (
     BEST_PRACTICES,
     analyze,
     stage_kind,
@@ -13,7 +13,7 @@ from isaac_perf.core.report import (
     to_markdown,
     write_report,
 )
-from isaac_perf.core.stage_times import StageReport
+from isaac_perf.core.telemetry.stage_times import StageReport
 
 
 def _profile(stages, frames=None, **extra):

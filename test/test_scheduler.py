@@ -3,12 +3,14 @@ preprocessing against the reference, and a real ONNX Runtime engine through the 
 import numpy as np
 import pytest
 
-from isaac_perf.core.batching import BatchPolicy, DynamicBatcher
-from isaac_perf.core.cuda.batch_compute import BatchPreprocessor, EngineCompute, key_encoding
-from isaac_perf.core.cuda.runtime import CpuRuntime, create_runtime
+from isaac_perf.core.batching.batcher import BatchPolicy, DynamicBatcher
+from isaac_perf.core.batching.compute import BatchPreprocessor, EngineCompute, key_encoding
+from isaac_perf.core.batching.pipeline import MultiStreamPipeline
+from isaac_perf.core.batching.scheduler import BatchScheduler
+from isaac_perf.core.cuda.base import CpuRuntime
+from isaac_perf.core.cuda.runtime import create_runtime
 from isaac_perf.core.cuda.streams import EventTrace
-from isaac_perf.core.preprocess import PreprocessConfig, preprocess_numpy
-from isaac_perf.core.scheduler import BatchScheduler, MultiStreamPipeline
+from isaac_perf.core.inference.preprocess import PreprocessConfig, preprocess_numpy
 
 MS = 1_000_000
 
@@ -190,8 +192,8 @@ def test_batched_torch_preprocessing_matches_the_numpy_reference(encoding, shape
 
 
 def test_fast_topk_matches_the_reference_topk():
-    from isaac_perf.core.cuda.batch_compute import topk_numpy
-    from isaac_perf.core.postprocess import topk
+    from isaac_perf.core.batching.compute import topk_numpy
+    from isaac_perf.core.inference.postprocess import topk
     logits = np.random.default_rng(2).standard_normal((6, 1000)).astype(np.float32)
     ids, scores = topk_numpy(logits, 5)
     ref_ids, ref_scores = topk(logits, 5)
@@ -204,8 +206,8 @@ def test_key_encoding_reads_the_batch_key():
 
 
 def test_a_real_onnx_runtime_engine_through_the_pipeline_matches_per_frame_inference(tmp_path):
-    from isaac_perf.core.engines.factory import create_engine
-    from isaac_perf.core.models import build_detector
+    from isaac_perf.core.inference.engines.factory import create_engine
+    from isaac_perf.core.inference.models import build_detector
     path = build_detector(64, 64, num_classes=4, cache_dir=tmp_path)
     engine = create_engine('onnxruntime', str(path))
     cfg = PreprocessConfig.for_detector(64, 64)
@@ -250,9 +252,9 @@ def test_gpu_pipeline_with_torch_engine_matches_cpu_and_overlaps_copies(tmp_path
     if not torch.cuda.is_available():
         pytest.skip('no CUDA device')
     from isaac_perf.core.cuda.streams import copy_compute_overlap
-    from isaac_perf.core.engines.base import EngineOptions
-    from isaac_perf.core.engines.factory import create_engine
-    from isaac_perf.core.models import build_detector
+    from isaac_perf.core.inference.engines.base import EngineOptions
+    from isaac_perf.core.inference.engines.factory import create_engine
+    from isaac_perf.core.inference.models import build_detector
     path = build_detector(128, 128, num_classes=4, cache_dir=tmp_path)
     engine = create_engine('torch', str(path),
                            EngineOptions(device='cuda', precision='fp16', max_batch_size=8))

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from isaac_perf.core.stats import Ring, StageStats, StreamStats, summarize
+from isaac_perf.core.telemetry.stats import Ring, StageStats, StreamStats, summarize
 
 MS = 1_000_000
 S = 1_000_000_000

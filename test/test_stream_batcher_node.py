@@ -18,11 +18,11 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Float32MultiArray, Float64MultiArray  # noqa: E402
 
-from isaac_perf.core.batch_model import ModelPlan  # noqa: E402
-from isaac_perf.core.batching import Frame  # noqa: E402
-from isaac_perf.core.engines.factory import create_engine  # noqa: E402
-from isaac_perf.core.models import build_detector  # noqa: E402
-from isaac_perf.core.preprocess import preprocess_numpy  # noqa: E402
+from isaac_perf.core.batching.batcher import Frame  # noqa: E402
+from isaac_perf.core.batching.model import ModelPlan  # noqa: E402
+from isaac_perf.core.inference.engines.factory import create_engine  # noqa: E402
+from isaac_perf.core.inference.models import build_detector  # noqa: E402
+from isaac_perf.core.inference.preprocess import preprocess_numpy  # noqa: E402
 from isaac_perf.nodes.stream_batcher import StreamBatcher, result_topic  # noqa: E402
 from isaac_perf.ros.conversions import numpy_to_image  # noqa: E402
 

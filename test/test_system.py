@@ -7,7 +7,7 @@ import time
 import psutil
 import pytest
 
-from isaac_perf.core.system import SystemSampler
+from isaac_perf.core.telemetry.system import SystemSampler
 
 S = 1_000_000_000
 BUSY = 'import time\nt = time.time()\nwhile time.time() - t < 8: pass\n'

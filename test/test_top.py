@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from isaac_perf.app import top
-from isaac_perf.core import metrics
+from isaac_perf.core.telemetry import metrics
 
 
 def _metrics_fields():

@@ -4,9 +4,10 @@ import math
 import pytest
 import yaml
 
-from isaac_perf.core.tuning import (
+from isaac_perf.core.tuning.params_file import params_file_text, write_params_file
+from isaac_perf.core.tuning.plant import BatchedPipelineModel
+from isaac_perf.core.tuning.search import (
     Axis,
-    BatchedPipelineModel,
     Constraints,
     Measurement,
     Objective,
@@ -15,11 +16,9 @@ from isaac_perf.core.tuning import (
     exhaustive_search,
     hill_climb,
     ladder,
-    params_file_text,
     powers_of_two,
     score,
     sweep,
-    write_params_file,
 )
 
 # A batch-size curve with known shape: throughput climbs, flattens at 32, collapses at 128 (memory

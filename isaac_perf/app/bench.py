@@ -281,8 +281,8 @@ class Harness:
         from sensor_msgs.msg import Image
         from std_msgs.msg import Float64MultiArray
 
-        from isaac_perf.core.bench import input_hash
-        from isaac_perf.core.frames import open_source
+        from isaac_perf.core.bench.provenance import input_hash
+        from isaac_perf.core.inference.frames import open_source
         from isaac_perf.ros.conversions import numpy_to_image
         from isaac_perf.ros.qos import qos_from_name
 
@@ -322,7 +322,7 @@ class Harness:
 
     def _on_end(self, msg: Any) -> None:
         now = time.time_ns()
-        from isaac_perf.core import stage_times
+        from isaac_perf.core.telemetry import stage_times
         try:
             report = stage_times.decode([d.label for d in msg.layout.dim], list(msg.data))
         except ValueError:
@@ -390,7 +390,7 @@ class Harness:
 
     def run(self, rate_hz: float, duration_s: float) -> Any:
         """One fixed-rate run -> RunResult (metrics, per-frame latencies, resources, stage means)."""
-        from isaac_perf.core.bench import RunResult, resource_metrics
+        from isaac_perf.core.bench.metrics import RunResult, resource_metrics
         with self._lock:
             self._received = {}
             self._reports = []
@@ -430,8 +430,9 @@ def _describe(result: Any) -> str:
 def run_benchmark(args: argparse.Namespace, context: Any,
                   log: Callable[[str], None] = print) -> dict[str, Any]:
     """All runs of one `bench` invocation; returns the result document (also written to --out)."""
-    from isaac_perf.core import bench
-    from isaac_perf.core.profiling import profile_from_stage_times
+    from isaac_perf.core.bench import peak as peak_search
+    from isaac_perf.core.bench import provenance
+    from isaac_perf.core.profiling.profiler import profile_from_stage_times
 
     rates = parse_rates(args.rates)
     harness = Harness(args, context, log)
@@ -445,7 +446,7 @@ def run_benchmark(args: argparse.Namespace, context: Any,
         runs: dict[str, list[Any]] = {}
         profile = None
         for rate in rates:
-            key = bench.run_key(rate * args.cameras)
+            key = provenance.run_key(rate * args.cameras)
             for it in range(args.iterations):
                 result = harness.run(rate, args.duration)
                 runs.setdefault(key, []).append(result)
@@ -456,7 +457,7 @@ def run_benchmark(args: argparse.Namespace, context: Any,
         peak_runs: list[Any] = []
         if args.peak:
             probe_s = max(0.5, args.duration * args.probe_fraction)
-            peak = bench.find_peak_rate(lambda r: harness.run(r, probe_s), args.peak_min, args.peak_max,
+            peak = peak_search.find_peak_rate(lambda r: harness.run(r, probe_s), args.peak_min, args.peak_max,
                                         terminal_width_hz=args.peak_width, step_hz=args.peak_step,
                                         loss_fraction=args.loss, log=log)
             for w in peak.warnings:
@@ -467,9 +468,9 @@ def run_benchmark(args: argparse.Namespace, context: Any,
                     f'{_describe(peak_runs[-1])}')
         config = {k: v for k, v in vars(args).items() if k not in ('module', 'missing', 'command')}
         config.update(harness.graph.config, frames=harness.frame_info)
-        meta = bench.collect_metadata(args.name, config, harness.input_digest)
+        meta = provenance.collect_metadata(args.name, config, harness.input_digest)
         meta['duration_total_s'] = round(time.monotonic() - started, 1)
-        doc = bench.results_document(meta, runs, peak, peak_runs, max_cv=args.max_cv, profile=profile)
+        doc = provenance.results_document(meta, runs, peak, peak_runs, max_cv=args.max_cv, profile=profile)
     finally:
         harness.close()
     return doc
@@ -478,13 +479,13 @@ def run_benchmark(args: argparse.Namespace, context: Any,
 def write_outputs(doc: dict[str, Any], out_dir: str | Path, name: str, plots: bool = True) -> dict[str, str]:
     import json
 
-    from isaac_perf.core import bench
+    from isaac_perf.core import plotting
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {'json': str(out / f'{name}.json')}
     Path(paths['json']).write_text(json.dumps(doc, indent=1, allow_nan=False))
     if plots:
-        for p in bench.plot_results(doc, out):
+        for p in plotting.plot_results(doc, out):
             paths[Path(p).stem] = p
     return paths
 
@@ -492,20 +493,22 @@ def write_outputs(doc: dict[str, Any], out_dir: str | Path, name: str, plots: bo
 def compare_main(args: argparse.Namespace) -> int:
     import json
 
-    from isaac_perf.core import bench
+    from isaac_perf.core import plotting
+    from isaac_perf.core.bench import compare as bench_compare
+    from isaac_perf.core.bench import provenance
     try:
-        a, b = bench.load_results(args.a), bench.load_results(args.b)
+        a, b = provenance.load_results(args.a), provenance.load_results(args.b)
     except ValueError as exc:
         print(f'isaac-perf bench compare: {exc}', file=sys.stderr)
         return 2
-    result = bench.compare(a, b, alpha=args.alpha)
+    result = bench_compare.compare(a, b, alpha=args.alpha)
     print(f'A = {args.a}\nB = {args.b}')
-    print(bench.format_comparison(result))
+    print(bench_compare.format_comparison(result))
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / 'compare.json').write_text(json.dumps(bench._clean(result), indent=1, allow_nan=False))
-        bench.plot_comparison(a, b, out)
+        (out / 'compare.json').write_text(json.dumps(provenance._clean(result), indent=1, allow_nan=False))
+        plotting.plot_comparison(a, b, out)
         print(f'wrote {out / "compare.json"} and {out / "compare_latency_cdf.png"}')
     return 0
 
@@ -520,7 +523,7 @@ def main(args: argparse.Namespace, context: Any = None) -> int:
         return 2
     import rclpy
 
-    from isaac_perf.core import bench
+    from isaac_perf.core.bench import provenance
     own = context is None
     if own:
         context = rclpy.Context()
@@ -537,7 +540,7 @@ def main(args: argparse.Namespace, context: Any = None) -> int:
         if own:
             context.try_shutdown()
     paths = write_outputs(doc, args.out, args.name, plots=not args.no_plots)
-    print(bench.summary_table(doc))
+    print(provenance.summary_table(doc))
     unstable = [k for k, r in doc['runs'].items() if r['stability']['stable'] is False]
     if unstable:
         print(f'unstable runs (CV above {args.max_cv}): {", ".join(unstable)}: lengthen --duration or quiet '

@@ -53,8 +53,8 @@ def load_profile(path: str | Path) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from isaac_perf.core import report as report_mod
-    from isaac_perf.core.profiling import sample_pid
+    from isaac_perf.core.profiling import report as report_mod
+    from isaac_perf.core.profiling.sampling import sample_pid
     try:
         profile = load_profile(args.profile)
         report_mod.validate_profile(profile)

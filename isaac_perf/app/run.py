@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from isaac_perf.core.report import json_safe
+from isaac_perf.core.profiling.report import json_safe
 
 NODE_NAMES = ('image_source', 'inference_node', 'perf_monitor')
 BACKENDS = ('auto', 'onnxruntime', 'torch', 'tensorrt')
@@ -186,7 +186,7 @@ class Collector:
                                                    self._on_metrics, 10))
 
     def _on_stage(self, msg: Any) -> None:
-        from isaac_perf.core import stage_times
+        from isaac_perf.core.telemetry import stage_times
         now_ns = time.time_ns()
         try:
             report = stage_times.decode([d.label for d in msg.layout.dim], list(msg.data))
@@ -206,7 +206,7 @@ class Collector:
                 self.detections += int(msg.layout.dim[0].size)
 
     def _on_metrics(self, msg: Any) -> None:
-        from isaac_perf.core import metrics
+        from isaac_perf.core.telemetry import metrics
         try:
             parsed = metrics.parse([d.label for d in msg.layout.dim], list(msg.data))
         except ValueError:

@@ -7,7 +7,8 @@
 Shows host CPU/memory, each GPU (utilisation, memory, temperature, power), each watched topic (rate
 against expected, latency p50/p99, jitter, drops), each stage-time source (FPS, latency, per-stage means)
 and every /diagnostics status that is not OK, highlighted (WARN yellow, ERROR red, STALE grey).
-Fields are found by their labels (isaac_perf.core.metrics), so a newer monitor's extra fields are ignored.
+Fields are found by their labels (isaac_perf.core.telemetry.metrics), so a newer monitor's extra fields are
+ignored.
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ class TopState:
     statuses: OrderedDict[str, Status] = field(default_factory=OrderedDict)
 
     def on_metrics(self, labels: list[str], values: list[float], now: float) -> None:
-        from isaac_perf.core import metrics
+        from isaac_perf.core.telemetry import metrics
         self.metrics = metrics.parse(labels, values)
         self.metrics_received = now
         self.updates += 1

@@ -1,6 +1,7 @@
 """`image_source`: publishes sensor_msgs/Image for one or more cameras at a fixed rate, stamped now.
 
-Frames come from `isaac_perf.core.frames` (a moving synthetic pattern, or an image folder, a video or an
+Frames come from `isaac_perf.core.inference.frames` (a moving synthetic pattern, or an image folder, a video
+or an
 MCAP rosbag played back from memory), so publishing costs one copy into the message plus serialization.
 All cameras are published on one timer tick with one shared stamp, like a synchronised camera rig, which
 is what a batching consumer wants.
@@ -21,7 +22,13 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
-from isaac_perf.core.frames import SOURCE_ENCODINGS, SOURCE_KINDS, FrameSource, FrameSourceError, open_source
+from isaac_perf.core.inference.frames import (
+    SOURCE_ENCODINGS,
+    SOURCE_KINDS,
+    FrameSource,
+    FrameSourceError,
+    open_source,
+)
 from isaac_perf.core.params import ParamSpec
 from isaac_perf.ros.conversions import fill_image
 from isaac_perf.ros.params import declare_params

@@ -14,7 +14,8 @@ Results (std_msgs/Float32MultiArray, on `<input topic>/detections` unless `outpu
 - detection: rows of [x1, y1, x2, y2, score, class_id] in input-image pixels, best first;
   layout.dim[0] = ('detections', M, 6M), layout.dim[1] = ('x1,y1,x2,y2,score,class_id', 6, 6).
 
-Float32MultiArray has no header, so latency travels on `~/stage_times` (isaac_perf.core.stage_times), which
+Float32MultiArray has no header, so latency travels on `~/stage_times`
+(isaac_perf.core.telemetry.stage_times), which
 carries the input frame's stamp and the stages `transport`, `queue`, `pre`, `infer`, `post` in ms.
 
 Bad input never stops the node: a frame with a wrong encoding, step or size, or empty data, a missing or
@@ -43,12 +44,12 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float32MultiArray, Float64MultiArray, MultiArrayDimension
 
-from isaac_perf.core import stage_times
-from isaac_perf.core.engines.base import Engine, EngineError, EngineOptions
-from isaac_perf.core.frames import ImageFormatError
-from isaac_perf.core.inference_runner import DropCounter, FrameResult, InferenceRunner
+from isaac_perf.core.inference.engines.base import Engine, EngineError, EngineOptions
+from isaac_perf.core.inference.frames import ImageFormatError
+from isaac_perf.core.inference.preprocess import ENCODINGS as MODEL_ENCODINGS
+from isaac_perf.core.inference.runner import DropCounter, FrameResult, InferenceRunner
 from isaac_perf.core.params import ParamSpec
-from isaac_perf.core.preprocess import ENCODINGS as MODEL_ENCODINGS
+from isaac_perf.core.telemetry import stage_times
 from isaac_perf.ros.conversions import check_image, image_to_numpy, stamp_to_ns
 from isaac_perf.ros.params import declare_params
 from isaac_perf.ros.qos import qos_from_name, qos_name_error
@@ -314,7 +315,7 @@ class InferenceNode(Node):
         self.get_logger().info(f'parameters changed: {sorted(keys)}')
 
     def _model_path(self) -> str:
-        from isaac_perf.core.models import model_file_for
+        from isaac_perf.core.inference.models import model_file_for
         v = self._values
         try:
             return model_file_for(v['model'], v['model_file_path'], v['input_width'], v['input_height'])
@@ -323,7 +324,7 @@ class InferenceNode(Node):
 
     def _load_engine(self) -> None:
         """(Re)load the engine from the current parameters; failures leave the node running without one."""
-        from isaac_perf.core.engines.factory import create_engine
+        from isaac_perf.core.inference.engines.factory import create_engine
         self._reload_pending = False
         old, self._runner, self._engine = self._engine, None, None
         if old is not None:

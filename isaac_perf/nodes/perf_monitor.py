@@ -1,7 +1,8 @@
 """perf_monitor: GPU, host, topic and stage-time monitoring with threshold alerts.
 
 Publishes /performance_metrics (std_msgs/Float32MultiArray, every field labelled, order in
-isaac_perf/core/metrics.py) and /diagnostics (diagnostic_msgs/DiagnosticArray: host, each GPU, each watched
+isaac_perf/core/telemetry/metrics.py) and /diagnostics (diagnostic_msgs/DiagnosticArray: host, each GPU, each
+watched
 topic, each stage-time source; OK/WARN/ERROR/STALE). Watched topics are received raw and never
 deserialized; stage-time reports are read from every topic whose name ends in `stage_times`.
 
@@ -26,12 +27,12 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import Float32MultiArray, Float64MultiArray, MultiArrayDimension
 
-from isaac_perf.core import metrics, stage_times
-from isaac_perf.core.alerts import AlertBook, AlertRule, Direction, Level, Transition
-from isaac_perf.core.gpu import PCIE_MODES, GpuSample, GpuSampler
 from isaac_perf.core.params import ParamSpec
-from isaac_perf.core.stats import StageSnapshot, StageStats, StreamSnapshot, StreamStats
-from isaac_perf.core.system import SystemSample, SystemSampler
+from isaac_perf.core.telemetry import metrics, stage_times
+from isaac_perf.core.telemetry.alerts import AlertBook, AlertRule, Direction, Level, Transition
+from isaac_perf.core.telemetry.gpu import PCIE_MODES, GpuSample, GpuSampler
+from isaac_perf.core.telemetry.stats import StageSnapshot, StageStats, StreamSnapshot, StreamStats
+from isaac_perf.core.telemetry.system import SystemSample, SystemSampler
 from isaac_perf.ros import diagnostics as diag
 from isaac_perf.ros.params import declare_params
 from isaac_perf.ros.topic_watch import WATCH_MODES, TopicWatch, watch_qos
@@ -287,8 +288,9 @@ class PerfMonitor(Node):
             if topic not in self._logged_malformed:
                 self._logged_malformed.add(topic)
                 self.get_logger().warning(
-                    f'malformed stage report on {topic} ({exc}); see isaac_perf/core/stage_times.py for the '
-                    'format. Counting, not logging further ones.')
+                    f'malformed stage report on {topic} ({exc}); see '
+                    'isaac_perf/core/telemetry/stage_times.py for the format. '
+                    'Counting, not logging further ones.')
             return
         stats.record(now, report.stamp_ns, report.batch_size, report.stages_ms)
 

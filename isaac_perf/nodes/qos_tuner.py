@@ -1,7 +1,8 @@
 """qos_tuner: closed-loop tuning of another node's batching and QoS parameters to meet a latency budget.
 
 It reads /performance_metrics (the perf_monitor's labelled Float32MultiArray; which labels hold FPS, p99
-latency, GPU load... are parameters), runs `isaac_perf.core.realtime.RealtimeController` on each fresh
+latency, GPU load... are parameters), runs `isaac_perf.core.tuning.controller.RealtimeController` on each
+fresh
 window, and applies the changes it decides through the target node's own parameter services
 (rcl_interfaces/srv/GetParameters to read, SetParametersAtomically to write, so a batch size and the queue
 depth it needs change together or not at all). The target validates every value itself: a refusal comes
@@ -40,17 +41,12 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float32MultiArray, String
 
 from isaac_perf.core.params import ParamSpec
-from isaac_perf.core.qos_advisor import QosEvent, QosEventCounter, check_compatible
-from isaac_perf.core.realtime import (
-    Change,
-    Decision,
-    Knob,
-    KnobKind,
-    PipelineState,
-    RealtimeController,
-    Requirements,
-)
-from isaac_perf.core.tuning import gpu_ids_for, ladder, powers_of_two, write_params_file
+from isaac_perf.core.tuning.advisor import Change
+from isaac_perf.core.tuning.controller import Decision, RealtimeController
+from isaac_perf.core.tuning.knobs import Knob, KnobKind, PipelineState, Requirements
+from isaac_perf.core.tuning.params_file import write_params_file
+from isaac_perf.core.tuning.qos import QosEvent, QosEventCounter, check_compatible
+from isaac_perf.core.tuning.search import gpu_ids_for, ladder, powers_of_two
 from isaac_perf.ros.params import declare_params
 from isaac_perf.ros.qos import from_qos_profile, subscription_event_callbacks
 

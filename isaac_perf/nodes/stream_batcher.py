@@ -1,6 +1,6 @@
 """`stream_batcher`: N camera topics in, dynamic batches on K CUDA streams, per-camera results out.
 
-The ROS side of `isaac_perf.core.batching` (DynamicBatcher) and `isaac_perf.core.scheduler`
+The ROS side of `isaac_perf.core.batching.batcher` (DynamicBatcher) and `isaac_perf.core.batching.scheduler`
 (BatchScheduler, MultiStreamPipeline):
 
 - one subscription per camera (sensor_msgs/Image, `camera_topics`); the callback only validates the
@@ -13,12 +13,14 @@ The ROS side of `isaac_perf.core.batching` (DynamicBatcher) and `isaac_perf.core
 - results: `<camera topic>/<output_suffix>` (/camera_0/image_raw -> /camera_0/image_raw/detections, the
   rule of inference_node), the same std_msgs/Float32MultiArray layout as inference_node (classification
   rows [class_id, score]; detection rows [x1, y1, x2, y2, score, class_id] in the camera's pixels);
-- `~/stage_times` (isaac_perf.core.stage_times), one report per frame with its header stamp, batch_size 1
+- `~/stage_times` (isaac_perf.core.telemetry.stage_times), one report per frame with its header stamp,
+batch_size 1
   (the monitor sums it into FPS) and the stages transport, queue, pre, infer, post; after total_ms come
   four extra labelled fields: `engine_batch_size` (frames in the GPU batch it ran in), `dropped` (the
   camera's drops so far), `camera_index` and `gpu_index` (the CUDA device that ran its batch, -1 = CPU);
 - several GPUs (`gpu_ids`): one engine per GPU, each with its own streams and pools; batches go to the
-  least-loaded GPU (core.scheduler.MultiDeviceScheduler), each at most `max_batch_size_per_gpu` frames;
+  least-loaded GPU (core.batching.multi_device.MultiDeviceScheduler), each at most `max_batch_size_per_gpu`
+  frames;
 - `/diagnostics`: batch sizes, queue delays, drops per camera, streams, pool reuse and high-water marks.
 
 Runtime parameters (the qos_tuner changes them live): `max_batch_size`, `max_queue_delay_ms`,
@@ -44,26 +46,25 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float32MultiArray, Float64MultiArray, MultiArrayDimension
 
-from isaac_perf.core import stage_times
-from isaac_perf.core.batch_model import ModelPlan
-from isaac_perf.core.batching import NS_PER_MS, BatchPolicy, DynamicBatcher
-from isaac_perf.core.cuda.batch_compute import EngineCompute
-from isaac_perf.core.cuda.runtime import CpuRuntime, create_runtime, visible_gpus
-from isaac_perf.core.cuda.streams import POLICIES
-from isaac_perf.core.engines.base import Engine, EngineError, EngineOptions
-from isaac_perf.core.frames import ImageFormatError
-from isaac_perf.core.params import ParamSpec
-from isaac_perf.core.preprocess import ENCODINGS as MODEL_ENCODINGS
-from isaac_perf.core.scheduler import (
-    ComputeDevice,
-    FrameResult,
-    MultiDeviceScheduler,
-    MultiStreamPipeline,
+from isaac_perf.core.batching.batcher import NS_PER_MS, BatchPolicy, DynamicBatcher
+from isaac_perf.core.batching.compute import EngineCompute
+from isaac_perf.core.batching.model import ModelPlan
+from isaac_perf.core.batching.multi_device import ComputeDevice, MultiDeviceScheduler
+from isaac_perf.core.batching.pipeline import FrameResult, MultiStreamPipeline
+from isaac_perf.core.batching.placement import (
     batch_limit_errors,
     batch_limits,
     gpu_ids_errors,
     resolve_gpu_ids,
 )
+from isaac_perf.core.cuda.base import CpuRuntime
+from isaac_perf.core.cuda.runtime import create_runtime, visible_gpus
+from isaac_perf.core.cuda.streams import POLICIES
+from isaac_perf.core.inference.engines.base import Engine, EngineError, EngineOptions
+from isaac_perf.core.inference.frames import ImageFormatError
+from isaac_perf.core.inference.preprocess import ENCODINGS as MODEL_ENCODINGS
+from isaac_perf.core.params import ParamSpec
+from isaac_perf.core.telemetry import stage_times
 from isaac_perf.nodes.inference import results_message
 from isaac_perf.ros.conversions import check_image, image_to_numpy, stamp_to_ns
 from isaac_perf.ros.params import declare_params
@@ -261,7 +262,7 @@ def cross_check(values: dict[str, Any]) -> list[str]:
 # ------------------------------------------------------------------------------------------ model
 
 def model_path(values: dict[str, Any]) -> str:
-    from isaac_perf.core.models import model_file_for
+    from isaac_perf.core.inference.models import model_file_for
     try:
         return model_file_for(values['model'], values['model_file_path'], values['input_width'],
                               values['input_height'])
@@ -462,7 +463,7 @@ class StreamBatcher(Node):
                 self._report('params', f'max_batch_size_per_gpu not applied: {exc}')
 
     def _load_engine(self) -> None:
-        from isaac_perf.core.engines.factory import create_engine
+        from isaac_perf.core.inference.engines.factory import create_engine
         self._reload = False
         v = dict(self._values)
         self._publish(self.pipeline.set_scheduler(None))  # finish what the old engine has in flight

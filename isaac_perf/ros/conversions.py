@@ -5,7 +5,7 @@ array.array), rows padded past width*channels stay a strided view. Writing copie
 straight into the array.array the message keeps (`fill_image` reuses an existing message's buffer, so
 a publisher that sends the same size every time allocates nothing per frame).
 
-Layout problems raise `ImageFormatError` (from isaac_perf.core.frames) with a message that says what
+Layout problems raise `ImageFormatError` (from isaac_perf.core.inference.frames) with a message that says what
 was wrong, so a node can log it, count the frame as dropped and carry on.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from isaac_perf.core.frames import ENCODINGS, ImageFormatError, as_array, check_layout, pixel_format
+from isaac_perf.core.inference.frames import ENCODINGS, ImageFormatError, as_array, check_layout, pixel_format
 
 __all__ = ['ENCODINGS', 'ImageFormatError', 'age_ms', 'check_image', 'fill_image', 'header_with',
            'image_to_numpy', 'ns_to_stamp', 'numpy_to_image', 'stamp_to_ns']

@@ -15,10 +15,10 @@ from collections.abc import Iterable, Mapping
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
-from isaac_perf.core.alerts import Level
-from isaac_perf.core.gpu import GpuSample
-from isaac_perf.core.stats import StageSnapshot, StreamSnapshot
-from isaac_perf.core.system import SystemSample
+from isaac_perf.core.telemetry.alerts import Level
+from isaac_perf.core.telemetry.gpu import GpuSample
+from isaac_perf.core.telemetry.stats import StageSnapshot, StreamSnapshot
+from isaac_perf.core.telemetry.system import SystemSample
 
 LEVEL_BYTES = {Level.OK: DiagnosticStatus.OK, Level.WARN: DiagnosticStatus.WARN,
                Level.ERROR: DiagnosticStatus.ERROR, Level.STALE: DiagnosticStatus.STALE}

@@ -5,7 +5,7 @@ list of short keys, in the spirit of ros2topic's `qos_profile_from_short_keys`, 
 
 - a preset, case-insensitive: SENSOR_DATA, DEFAULT, SYSTEM_DEFAULT, SERVICES_DEFAULT, PARAMETERS,
   PARAMETER_EVENTS, BEST_AVAILABLE (rclpy's presets), or one of this package's stream profiles written
-  `profile:<kind>[@<rate_hz>]` (sensor, results, control, state, metrics; see core/qos_advisor.py);
+  `profile:<kind>[@<rate_hz>]` (sensor, results, control, state, metrics; see core/tuning/qos.py);
 - a reliability (reliable, best_effort), durability (volatile, transient_local), history (keep_last,
   keep_all) or liveliness (automatic, manual_by_topic) value;
 - `depth=N` (or a bare integer), `deadline=MS`, `lifespan=MS`, `lease=MS`.
@@ -30,7 +30,7 @@ from rclpy.qos import (
     qos_policy_name_from_kind,
 )
 
-from isaac_perf.core.qos_advisor import PROFILE_KINDS, QosEvent, QosSpec, profile_for
+from isaac_perf.core.tuning.qos import PROFILE_KINDS, QosEvent, QosSpec, profile_for
 
 try:  # Iron and later
     from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks

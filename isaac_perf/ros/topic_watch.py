@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from isaac_perf.core.stats import StreamStats
+from isaac_perf.core.telemetry.stats import StreamStats
 
 _STAMP_LE = struct.Struct('<iI').unpack_from
 _STAMP_BE = struct.Struct('>iI').unpack_from

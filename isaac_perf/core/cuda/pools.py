@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from isaac_perf.core.cuda.runtime import Block, Event, Runtime
+from isaac_perf.core.cuda.base import Block, Event, Runtime
 
 _log = logging.getLogger(__name__)
 

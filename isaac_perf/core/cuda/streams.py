@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from isaac_perf.core.cuda.runtime import Event, Runtime, Stream
+from isaac_perf.core.cuda.base import Event, Runtime, Stream
 
 POLICIES = ('round_robin', 'least_loaded')
 

@@ -1,6 +1,7 @@
 """PyTorch backend: the same ONNX model run by torch, on CUDA (FP16, channels-last, CUDA graphs, AOTInductor).
 
-The ONNX graph is converted to a torch.fx module (:mod:`isaac_perf.core.onnx_to_torch`, BatchNorm folded
+The ONNX graph is converted to a torch.fx module (:mod:`isaac_perf.core.inference.engines.onnx_to_torch`,
+BatchNorm folded
 into the convolutions). On a GPU the fast path stacks up as:
 
 * ``precision='fp16'`` (or 'bf16'): weights and activations in half precision, on the tensor cores;
@@ -16,7 +17,7 @@ into the convolutions). On a GPU the fast path stacks up as:
 
 On the CPU the engine runs FP32 eagerly (FP16/graphs/compile are GPU features and are ignored with a
 warning), which is what the agreement tests use. Outputs are float32 torch tensors on the engine's device;
-:func:`isaac_perf.core.engines.base.to_numpy` brings them home.
+:func:`isaac_perf.core.inference.engines.base.to_numpy` brings them home.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .base import (
+from isaac_perf.core.inference.engines.base import (
     Engine,
     EngineError,
     EngineOptions,
@@ -40,7 +41,7 @@ from .base import (
     onnx_dtype,
     random_feeds,
 )
-from .cache import cache_digest, validate_artifact, write_artifact
+from isaac_perf.core.inference.engines.cache import cache_digest, validate_artifact, write_artifact
 
 AOTI_FORMAT = 1  # bump when the package layout or the key's fields change
 
@@ -68,7 +69,7 @@ class TorchEngine(Engine):
         except ImportError as e:
             raise EngineError('PyTorch is not installed: pip install torch, or use backend '
                               'onnxruntime') from e
-        from ..onnx_to_torch import convert
+        from isaac_perf.core.inference.engines.onnx_to_torch import convert
         self.torch = torch
         self.options = opts = options or EngineOptions()
         self._log = log
@@ -152,7 +153,7 @@ class TorchEngine(Engine):
 
     def _check_fusion(self) -> None:
         """Turn the fused cuDNN kernels on, and off again with a warning if this cuDNN refuses them."""
-        from ..onnx_to_torch import set_cudnn_fusion
+        from isaac_perf.core.inference.engines.onnx_to_torch import set_cudnn_fusion
         set_cudnn_fusion(self.module, True)
         try:
             with self.torch.inference_mode():
@@ -299,7 +300,7 @@ class TorchEngine(Engine):
                                + (' - max-autotune takes minutes' if mode == 'max-autotune' else ''))
         t0 = time.perf_counter()
         example = tuple(self._to_device(v) for v in random_feeds(self._inputs, batch).values())
-        from ..onnx_to_torch import set_cudnn_fusion
+        from isaac_perf.core.inference.engines.onnx_to_torch import set_cudnn_fusion
         try:
             # Inductor fuses the element-wise ops itself and AOTInductor has no C shim for the cuDNN fused
             # ops, so the exported graph uses the plain conv + relu form.

@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Mapping
 from typing import Any
 
-from .base import file_sha256
+from isaac_perf.core.inference.engines.base import file_sha256
 
 
 def cache_digest(key: Mapping[str, Any], length: int = 20) -> str:

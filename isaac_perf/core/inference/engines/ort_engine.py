@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .base import (
+from isaac_perf.core.inference.engines.base import (
     Engine,
     EngineError,
     EngineOptions,

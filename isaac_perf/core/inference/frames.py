@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 # One error type for every image check in the package (preprocessing raises it too), re-exported here.
-from isaac_perf.core.preprocess import ImageFormatError
+from isaac_perf.core.inference.preprocess import ImageFormatError
 
 __all__ = ['ENCODINGS', 'FrameSource', 'FrameSourceError', 'ImageFormatError', 'PixelFormat', 'as_array',
            'check_layout', 'convert_encoding', 'open_source', 'pixel_format', 'write_mcap_images']

@@ -7,12 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from isaac_perf.core.batching import Frame
-from isaac_perf.core.engines.base import Engine, EngineError
-from isaac_perf.core.inference_runner import FrameResult as ResultRows
-from isaac_perf.core.inference_runner import detection_rows
-from isaac_perf.core.postprocess import decode_detections, topk
-from isaac_perf.core.preprocess import PreprocessConfig, fit
+from isaac_perf.core.batching.batcher import Frame
+from isaac_perf.core.inference.engines.base import Engine, EngineError
+from isaac_perf.core.inference.postprocess import decode_detections, topk
+from isaac_perf.core.inference.preprocess import PreprocessConfig, fit
+from isaac_perf.core.inference.runner import FrameResult as ResultRows
+from isaac_perf.core.inference.runner import detection_rows
 
 
 class ModelPlan:

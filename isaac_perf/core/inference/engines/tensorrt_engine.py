@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import (
+from isaac_perf.core.inference.engines.base import (
     Engine,
     EngineError,
     EngineOptions,
@@ -45,7 +45,7 @@ from .base import (
     log_warning,
     onnx_dtype,
 )
-from .cache import cache_digest, validate_artifact, write_artifact
+from isaac_perf.core.inference.engines.cache import cache_digest, validate_artifact, write_artifact
 
 PLAN_FORMAT = 1
 

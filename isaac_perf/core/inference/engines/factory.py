@@ -12,7 +12,13 @@ import dataclasses
 import importlib.util
 from collections.abc import Callable
 
-from .base import Engine, EngineError, EngineOptions, check_model_file, log_warning
+from isaac_perf.core.inference.engines.base import (
+    Engine,
+    EngineError,
+    EngineOptions,
+    check_model_file,
+    log_warning,
+)
 
 BACKENDS = ('auto', 'onnxruntime', 'torch', 'tensorrt')
 
@@ -112,16 +118,16 @@ def create_engine(backend: str, model_path: str, options: EngineOptions | None =
     or (with fallback=False) a backend that cannot run here.
     """
     options = options or EngineOptions()
-    from ..models import MODEL_NAMES, resolve_model
+    from isaac_perf.core.inference.models import MODEL_NAMES, resolve_model
     if model_path in MODEL_NAMES:
         model_path = str(resolve_model(model_path))
     check_model_file(model_path)
     chosen, options = resolve_backend(backend, options, log, fallback)
     if chosen == 'onnxruntime':
-        from .ort_engine import OnnxRuntimeEngine
+        from isaac_perf.core.inference.engines.ort_engine import OnnxRuntimeEngine
         return OnnxRuntimeEngine(model_path, options, log)
     if chosen == 'torch':
-        from .torch_engine import TorchEngine
+        from isaac_perf.core.inference.engines.torch_engine import TorchEngine
         return TorchEngine(model_path, options, log)
-    from .tensorrt_engine import TensorRTEngine
+    from isaac_perf.core.inference.engines.tensorrt_engine import TensorRTEngine
     return TensorRTEngine(model_path, options, log)

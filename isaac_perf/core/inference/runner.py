@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from isaac_perf.core.engines.base import Engine, EngineError
-from isaac_perf.core.preprocess import Letterbox, PreprocessConfig, preprocess_numpy
+from isaac_perf.core.inference.engines.base import Engine, EngineError
+from isaac_perf.core.inference.preprocess import Letterbox, PreprocessConfig, preprocess_numpy
 
 
 @dataclass
@@ -75,7 +75,7 @@ class InferenceRunner:
             try:
                 import torch
 
-                from isaac_perf.core.preprocess import TorchPreprocessor
+                from isaac_perf.core.inference.preprocess import TorchPreprocessor
                 dtype = torch.float16 if self.input.dtype == 'float16' else torch.float32
                 self._torch_pre = TorchPreprocessor(self.config, device=str(engine.device), dtype=dtype)
             except Exception as exc:  # noqa: BLE001 - any torch/CUDA trouble: numpy preprocessing still works
@@ -131,8 +131,8 @@ class InferenceRunner:
         return results, {'pre': (t1 - t0) * 1e3, 'infer': (t2 - t1) * 1e3, 'post': (t3 - t2) * 1e3}
 
     def _post(self, outputs: dict[str, Any], n: int, placements: list[Letterbox]) -> list[FrameResult]:
-        from isaac_perf.core.engines.base import to_numpy
-        from isaac_perf.core.postprocess import decode_detections, decode_detections_torch, topk
+        from isaac_perf.core.inference.engines.base import to_numpy
+        from isaac_perf.core.inference.postprocess import decode_detections, decode_detections_torch, topk
         if self.task == 'classification':
             logits = to_numpy(outputs[self._logits_name])[:n].astype(np.float32, copy=False)
             ids, scores = topk(logits, self.top_k)

@@ -2,7 +2,8 @@
 
 Frames of one batch share height, width and encoding (the batcher groups them by that key), so the whole
 batch is preprocessed at once: one bilinear resize over an N x C x H x W tensor instead of N small ones.
-The arithmetic is the one of :mod:`isaac_perf.core.preprocess` (same fit/letterbox, same interpolation,
+The arithmetic is the one of :mod:`isaac_perf.core.inference.preprocess` (same fit/letterbox, same
+interpolation,
 same normalisation), so `BatchPreprocessor` agrees with `preprocess_numpy` to float rounding, which
 test/test_scheduler.py checks on the CPU.
 
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from isaac_perf.core.preprocess import ENCODINGS, Letterbox, PreprocessConfig, fit, preprocess_numpy
+from isaac_perf.core.inference.preprocess import ENCODINGS, Letterbox, PreprocessConfig, fit, preprocess_numpy
 
 
 def key_encoding(key: Hashable, default: str = 'rgb8') -> str:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .engines.base import EngineError
+from isaac_perf.core.inference.engines.base import EngineError
 
 
 class ConversionError(EngineError):

@@ -7,7 +7,7 @@ Two models cover what the pipeline needs:
 * ``detector``: a small single-stage detector (two feature levels, stride 16 and 32, three anchors a cell),
   input ``images`` [N, 3, H, W], outputs ``boxes`` [N, A, 4] (x1, y1, x2, y2 in input pixels, decoded in
   the graph) and ``scores`` [N, A, num_classes] (sigmoid); post-processing needs a score threshold and NMS
-  (see :mod:`isaac_perf.core.postprocess`).
+  (see :mod:`isaac_perf.core.inference.postprocess`).
 
 Weights come from a seeded numpy generator, so the same parameters always give the same file, and
 BatchNormalization layers carry non-trivial statistics so that BN folding in a backend is really tested.

@@ -1,0 +1,323 @@
+"""Real-time optimizer: from requirements and a measured state to the changes that close the gap.
+
+Two layers, both pure (time and measurements are passed in):
+
+- `advise(requirements, state, knobs, purpose)`: what to change and why. Each `Change` says which knobs move
+  (batch size, queue delay, number of streams, queue depth, input reliability, and, where someone can set
+  them, precision and input resolution), the reason, and the expected effect with numbers where the physics
+  gives them (a queue of depth d over c cameras at X FPS holds d*c/X of latency; a queue delay of d ms adds
+  at most d ms). The seed's RealTimeOptimizer only named these; here they are computed from the state.
+
+- `RealtimeController`: the closed loop the `qos_tuner` node runs. It applies one change at a time, waits
+  `settle_s` for measurements that reflect it, keeps it only when it measurably helped and reverts it
+  otherwise. It never oscillates, by construction:
+    * a change is tried at most once from a given setting (the tried set);
+    * a setting measured over budget is never explored again (the bad set);
+    * while over budget it only keeps changes that shrink the total overshoot by `min_gain`, and while
+      within budget only changes that raise the objective by `min_gain`; so no setting repeats between two
+      violations, and each violation adds a setting to the bad set: a finite number of changes in all.
+  Hysteresis in both value and time: it explores for more throughput only while p99 is below
+  (1 - headroom) x budget, keeps a probe only with p99 below (1 - margin) x budget, and reacts to a
+  violation only after `confirm_windows` windows in a row. `cooldown_s` spaces changes out.
+  When nothing it may change reduces the overshoot, the budget is declared impossible once, with the best
+  reached and what would be needed (precision, resolution, hardware), and the loop stops chasing it.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from isaac_perf.core.tuning.advisor import FREE_CUT_FPS_LOSS, Advice, Change, _num, advise, gaps, overshoot
+from isaac_perf.core.tuning.knobs import NAN, Knob, KnobKind, PipelineState, Requirements
+from isaac_perf.core.tuning.search import Value
+
+# --------------------------------------------------------------------------------------- the closed loop
+
+@dataclass(frozen=True)
+class Decision:
+    """What the controller decided at one step. Only 'change' and 'revert' carry a change to apply."""
+    action: str  # settling | cooldown | hold | confirming | change | revert | accept | converged | impossible
+    reason: str
+    change: Change | None = None
+    time_s: float = 0.0
+    p99_ms: float = NAN
+    fps: float = NAN
+    config: Mapping[str, Value] = field(default_factory=dict)
+
+    @property
+    def notable(self) -> bool:
+        """Worth a log line and a message on ~/decisions (the rest is routine waiting)."""
+        return self.action in ('change', 'revert', 'accept', 'converged', 'impossible', 'external')
+
+    def as_dict(self) -> dict[str, Any]:
+        return {'action': self.action, 'reason': self.reason, 'time_s': round(self.time_s, 3),
+                'p99_ms': _num(self.p99_ms), 'fps': _num(self.fps), 'config': dict(self.config),
+                'change': self.change.as_dict() if self.change else None}
+
+
+@dataclass
+class _Probe:
+    change: Change
+    base: PipelineState
+    purpose: str  # fix | explore | latency | revert
+
+
+def _key(config: Mapping[str, Value], names: Iterable[str]) -> tuple[Value, ...]:
+    return tuple(config.get(n) for n in names)
+
+
+class RealtimeController:
+    """Closed-loop tuner: call `step(now_s, state)` with each fresh measurement window.
+
+    When the decision carries a change, apply it to the pipeline and call `applied(now_s, change)`; if the
+    pipeline refused it call `rejected(change, reason)`. In advise-only use, call neither: the same advice
+    comes back once per cooldown while it stays true.
+    """
+
+    def __init__(self, requirements: Requirements, knobs: Sequence[Knob], *, objective: str = 'throughput',
+                 cooldown_s: float = 3.0, settle_s: float = 1.0, headroom: float = 0.15, margin: float = 0.05,
+                 min_gain: float = 0.03, confirm_windows: int = 2, history: int = 512):
+        if objective not in ('throughput', 'latency'):
+            raise ValueError(f"objective {objective!r} is not one of throughput, latency")
+        if not 0 <= margin <= headroom < 1:
+            raise ValueError(f'need 0 <= margin ({margin}) <= headroom ({headroom}) < 1')
+        if settle_s < 0 or cooldown_s < 0:
+            raise ValueError('settle_s and cooldown_s must be >= 0')
+        if confirm_windows < 1:
+            raise ValueError(f'confirm_windows={confirm_windows} must be >= 1')
+        self.requirements = requirements
+        self.knobs = list(knobs)
+        self.names = tuple(k.name for k in self.knobs if k.actuated)
+        self.objective = objective
+        self.cooldown_s = cooldown_s
+        self.settle_s = settle_s
+        self.headroom = headroom
+        self.margin = margin
+        self.min_gain = min_gain
+        self.confirm_windows = confirm_windows
+        self.config: dict[str, Value] | None = None
+        self.status = 'searching'  # searching | converged | impossible
+        self._changed_at = -math.inf
+        self._proposed_at = -math.inf
+        self._probe: _Probe | None = None
+        self._pending: _Probe | None = None  # proposed, not yet applied
+        self._over = 0
+        self._tried: set[tuple[tuple[Value, ...], tuple[Value, ...]]] = set()
+        self._bad: set[tuple[Value, ...]] = set()
+        self._memo: dict[tuple[Value, ...], PipelineState] = {}
+        self._refused: set[tuple[str, Value]] = set()  # knob values the pipeline would not take
+        self.trajectory: deque[Decision] = deque(maxlen=history)
+        self.changes_applied = 0
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def set_requirements(self, requirements: Requirements) -> None:
+        """New requirements restart the search (what was bad for the old budget may be fine now)."""
+        self.requirements = requirements
+        self._tried.clear()
+        self._bad.clear()
+        self._over = 0
+        self.status = 'searching'
+
+    def _decide(self, action: str, reason: str, now: float, state: PipelineState | None,
+                change: Change | None = None) -> Decision:
+        d = Decision(action=action, reason=reason, change=change, time_s=now,
+                     p99_ms=state.latency_p99_ms if state else NAN, fps=state.fps if state else NAN,
+                     config=dict(self.config or {}))
+        self.trajectory.append(d)
+        return d
+
+    def _feasible(self, s: PipelineState, margin: float = 0.0) -> bool:
+        r = self.requirements
+        return (s.latency_p99_ms <= r.max_latency_ms * (1.0 - margin) and s.fps >= r.min_fps
+                and (r.jitter_tolerance_ms is None or not s.jitter_ms > r.jitter_tolerance_ms))
+
+    def _free(self, change: Change) -> bool:
+        """Does `change` move only knobs that should not cost throughput (queue depth, reliability)?"""
+        kinds = {k.name: k.kind for k in self.knobs}
+        return all(kinds.get(name) is KnobKind.LATENCY for name in change.new)
+
+    def _improves(self, new: PipelineState, base: PipelineState, change: Change) -> bool:
+        """Is `new` (measured after `change`) worth keeping over `base`, within the budget?"""
+        if not self._feasible(new, self.margin):
+            return False
+        if self.objective == 'latency' or change.direction == 'down':
+            # a latency cut must pay in p99 and may not cost throughput
+            return (new.latency_p99_ms < base.latency_p99_ms * (1.0 - self.min_gain)
+                    and new.fps >= base.fps * (1.0 - self.min_gain))
+        return new.fps > base.fps * (1.0 + self.min_gain)
+
+    def _target(self, change: Change) -> dict[str, Value]:
+        return {**(self.config or {}), **change.new}
+
+    def _worth_trying(self, change: Change, state: PipelineState, purpose: str) -> bool:
+        if not change.actuated or any(n not in self.names for n in change.new):
+            return False
+        if any((n, v) in self._refused for n, v in change.new.items()):
+            return False
+        here = _key(self.config or {}, self.names)
+        there = _key(self._target(change), self.names)
+        if there == here or (here, there) in self._tried:
+            return False
+        known = self._memo.get(there)
+        if purpose == 'fix':
+            if known is None:
+                return True
+            r = self.requirements
+            return overshoot(r, known) < overshoot(r, state) * (1.0 - self.min_gain)
+        if there in self._bad:
+            return False
+        return known is None or self._improves(known, state, change)
+
+    # -- the loop -------------------------------------------------------------------------------------
+    def step(self, now_s: float, state: PipelineState) -> Decision:
+        names = self.names
+        cfg = {n: state.config[n] for n in names if n in state.config}
+        if self.config is None or _key(cfg, names) != _key(self.config, names):
+            changed_outside = self.config is not None
+            self.config = cfg
+            self._probe = None
+            self._pending = None
+            self._over = 0
+            self._changed_at = now_s
+            if changed_outside:
+                return self._decide('external', 'the settings changed outside the tuner; measuring them anew',
+                                    now_s, state)
+            return self._decide('settling', 'first measurement: waiting for a settled window', now_s, state)
+        if now_s - self._changed_at < self.settle_s:
+            return self._decide('settling', f'waiting {self.settle_s:g} s after the last change', now_s,
+                                state)
+        here = _key(self.config, names)
+        self._memo[here] = state
+        r = self.requirements
+        if self._probe is not None:
+            return self._judge(now_s, state)
+
+        over = overshoot(r, state) > 0
+        self._over = self._over + 1 if over else 0
+        if over:
+            self._bad.add(here)
+            if self.status == 'impossible':
+                return self._decide('hold', 'budget reported impossible; holding the best setting', now_s,
+                                    state)
+            if self._over < self.confirm_windows:
+                return self._decide('confirming', f'{"; ".join(gaps(r, state))} '
+                                    f'({self._over} of {self.confirm_windows} windows)', now_s, state)
+            purpose = 'fix'
+        else:
+            if self.status == 'impossible':
+                self.status = 'searching'  # the load changed: the requirements are met again
+            roomy = state.latency_p99_ms < r.max_latency_ms * (1.0 - self.headroom)
+            if self.objective == 'latency':
+                purpose = 'latency'
+            else:
+                # hysteresis: look for more throughput only with headroom under the budget
+                purpose = 'explore' if roomy else 'tidy'
+        since = now_s - max(self._changed_at, self._proposed_at)
+        if since < self.cooldown_s:
+            return self._decide('cooldown', f'{self.cooldown_s - since:.1f} s of cooldown left', now_s, state)
+        advice = advise(r, state, self.knobs, purpose)
+        for change in advice.changes:
+            if self._worth_trying(change, state, purpose):
+                self._pending = _Probe(change=change, base=state, purpose=purpose)
+                self._proposed_at = now_s
+                gap = '; '.join(advice.gaps) if advice.gaps else f'within budget, {purpose}'
+                return self._decide('change', f'{gap}: {change.reason}', now_s, state, change)
+        if purpose == 'fix':
+            if self.status != 'impossible':
+                self.status = 'impossible'
+                return self._decide('impossible', self._impossible_reason(state, advice), now_s, state)
+            return self._decide('hold', 'budget reported impossible; holding the best setting', now_s, state)
+        if self.status != 'converged':
+            self.status = 'converged'
+            if purpose == 'tidy':
+                why = f'within budget with less than {self.headroom:.0%} headroom: not exploring further'
+            else:
+                why = f'no untried change can improve {self.objective} within the budget'
+            return self._decide('converged', f'{why}: p99 {state.latency_p99_ms:.1f} ms, {state.fps:.1f} FPS',
+                                now_s, state)
+        return self._decide('hold', f'converged: p99 {state.latency_p99_ms:.1f} ms of '
+                            f'{r.max_latency_ms:g} ms, {state.fps:.1f} FPS', now_s, state)
+
+    def _judge(self, now_s: float, state: PipelineState) -> Decision:
+        probe = self._probe
+        assert probe is not None
+        base = probe.base
+        r = self.requirements
+        if probe.purpose == 'revert':
+            self._probe = None
+            return self._decide('hold', 'reverted; back at the measured setting', now_s, state)
+        if probe.purpose == 'fix':
+            before, after = overshoot(r, base), overshoot(r, state)
+            ok = after < before * (1.0 - self.min_gain) or after == 0
+            verdict = f'overshoot {before:.3f} -> {after:.3f}'
+            if ok and self._free(probe.change) and state.fps < base.fps * (1.0 - FREE_CUT_FPS_LOSS):
+                # queue depth and reliability should cost no throughput; a large loss means frames are
+                # being lost (e.g. best effort with frames over Fast DDS's 512 KiB shared-memory segment)
+                ok = False
+                verdict += f', but throughput fell more than {FREE_CUT_FPS_LOSS:.0%}'
+        else:
+            ok = self._improves(state, base, probe.change)
+            verdict = ''
+        summary = (f'{probe.change.describe()}: p99 {base.latency_p99_ms:.1f} -> '
+                   f'{state.latency_p99_ms:.1f} ms, {base.fps:.1f} -> {state.fps:.1f} FPS'
+                   + (f', {verdict}' if verdict else ''))
+        if ok:
+            self._probe = None
+            self.status = 'searching'
+            self._over = 0
+            return self._decide('accept', f'kept {summary}', now_s, state)
+        if not self._feasible(state):
+            self._bad.add(_key(self.config or {}, self.names))
+        revert = probe.change.reversed(f'reverting {summary}: not better')
+        self._pending = _Probe(change=revert, base=base, purpose='revert')
+        return self._decide('revert', revert.reason, now_s, state, revert)
+
+    def applied(self, now_s: float, change: Change) -> None:
+        """The pipeline now runs with `change` applied."""
+        pending = self._pending
+        here = _key(self.config or {}, self.names)
+        self.config = {**(self.config or {}), **{k: v for k, v in change.new.items() if k in self.names}}
+        there = _key(self.config, self.names)
+        self._tried.add((here, there))
+        self._changed_at = now_s
+        self._over = 0
+        self.changes_applied += 1
+        if pending is not None and pending.change == change:
+            self._probe = pending
+        else:
+            self._probe = _Probe(change=change, base=self._memo.get(here) or _unknown(here), purpose='fix')
+        self._pending = None
+
+    def rejected(self, change: Change, reason: str) -> None:
+        """The pipeline refused `change` (out of range, wrong type...): never propose it again, nor (for a
+        single-knob change) that knob value from any other setting."""
+        here = _key(self.config or {}, self.names)
+        there = _key(self._target(change), self.names)
+        self._tried.add((here, there))
+        self._bad.add(there)
+        if len(change.new) == 1:
+            # one knob, one value: the value itself is what was refused (a range or a rule of the node)
+            self._refused.update(change.new.items())
+        if self._pending is not None and self._pending.purpose == 'revert':
+            self._probe = None  # cannot go back; carry on from where we are
+        self._pending = None
+        self._proposed_at = -math.inf
+
+    def _impossible_reason(self, state: PipelineState, advice: Advice) -> str:
+        r = self.requirements
+        best = min(self._memo.items(), key=lambda kv: overshoot(r, kv[1]))
+        best_cfg = dict(zip(self.names, best[0], strict=True))
+        needs = [f'{c.describe()} ({c.expected})' for c in advice.changes if not c.actuated]
+        text = (f'cannot meet the requirements ({"; ".join(gaps(r, state))}) with the knobs allowed: '
+                f'best reached p99 {best[1].latency_p99_ms:.1f} ms at {best[1].fps:.1f} FPS with {best_cfg} '
+                f'after {self.changes_applied} changes. ')
+        text += ('Would need: ' + '; '.join(needs)) if needs else (
+            'Would need a faster model (lower precision, smaller input), a faster GPU, or a looser budget.')
+        return text
+
+
+def _unknown(key: tuple[Value, ...]) -> PipelineState:
+    return PipelineState(config={}, fps=NAN, latency_p99_ms=NAN)
