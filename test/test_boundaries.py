@@ -1,0 +1,46 @@
+"""The architecture as tests: which part of the tree may import which (read from the code with ast)."""
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / 'isaac_perf'
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, at top level or inside functions."""
+    mods = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            mods.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            mods.add(node.module)
+            mods.update(f'{node.module}.{a.name}' for a in node.names)
+    return mods
+
+
+def offenders(folder: Path, forbidden: tuple[str, ...]) -> dict[str, list[str]]:
+    found = {}
+    for path in sorted(folder.rglob('*.py')):
+        bad = sorted(m for m in imported_modules(path) if m.split('.')[0] in forbidden
+                     or any(m == f or m.startswith(f + '.') for f in forbidden))
+        if bad:
+            found[str(path.relative_to(folder))] = bad
+    return found
+
+
+def test_imported_modules_sees_lazy_imports(tmp_path):
+    sample = tmp_path / 'sample.py'
+    sample.write_text('import os\n\ndef f():\n    from isaac_perf.nodes import inference\n')
+    assert 'isaac_perf.nodes.inference' in imported_modules(sample)
+    assert offenders(tmp_path, ('isaac_perf.nodes',)) != {}
+
+
+def test_telemetry_imports_no_inference_batching_or_torch():
+    found = offenders(PKG / 'core' / 'telemetry', ('isaac_perf.core.inference', 'isaac_perf.core.batching',
+                                                   'torch', 'rclpy'))
+    assert found == {}, f'telemetry must stand alone (monitor-only installs): {found}'
+
+
+def test_core_imports_no_ros_layer():
+    found = offenders(PKG / 'core', ('isaac_perf.nodes', 'isaac_perf.ros', 'isaac_perf.app', 'rclpy'))
+    assert found == {}, f'isaac_perf/core is the ROS-free library: {found}'
