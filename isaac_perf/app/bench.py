@@ -16,6 +16,7 @@ repeats every run and checks stability. Results: <out>/<name>.json, latency.png,
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import threading
 import time
@@ -141,17 +142,12 @@ class ResourceSampler:
 
     def __init__(self, period_s: float = 0.1):
         import psutil
+
+        from isaac_perf.core.telemetry.gpu import GpuSampler
         self.psutil = psutil
         self.period_s = period_s
-        self._nvml = None
-        try:
-            import pynvml
-            pynvml.nvmlInit()
-            count = pynvml.nvmlDeviceGetCount()
-            self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
-            self._nvml = pynvml if self._handles else None
-        except Exception:  # noqa: BLE001 - no NVIDIA driver: CPU figures only
-            self._handles = []
+        # The process's shared NVML gateway: no driver means no GPU fields, logged once, CPU figures kept.
+        self._gpus = GpuSampler(pcie='off', processes=False)
         self._samples: dict[str, list[float]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -159,14 +155,12 @@ class ResourceSampler:
     def sample(self) -> dict[str, float]:
         out = {'OVERALL_CPU_UTILIZATION': float(self.psutil.cpu_percent(interval=None)),
                'HOST_MEMORY_UTILIZATION': float(self.psutil.virtual_memory().percent)}
-        if self._nvml is not None:
-            try:
-                util = [self._nvml.nvmlDeviceGetUtilizationRates(h).gpu for h in self._handles]
-                mems = [self._nvml.nvmlDeviceGetMemoryInfo(h) for h in self._handles]
-                out['DEVICE_UTILIZATION'] = float(max(util))
-                out['DEVICE_MEMORY_UTILIZATION'] = float(max(100.0 * m.used / m.total for m in mems))
-            except Exception:  # noqa: BLE001 - a GPU that stops answering: keep the CPU figures
-                pass
+        gpus = [g for g in self._gpus.sample() if g.ok]
+        util = [g.util_percent for g in gpus if not math.isnan(g.util_percent)]
+        memory = [100.0 * g.memory_used_fraction for g in gpus if not math.isnan(g.memory_used_fraction)]
+        if util and memory:  # a GPU that stops answering: keep the CPU figures
+            out['DEVICE_UTILIZATION'] = float(max(util))
+            out['DEVICE_MEMORY_UTILIZATION'] = float(max(memory))
         return out
 
     def baseline(self, seconds: float = 0.5) -> dict[str, float]:
@@ -194,11 +188,7 @@ class ResourceSampler:
         return self._samples
 
     def close(self) -> None:
-        if self._nvml is not None:
-            try:
-                self._nvml.nvmlShutdown()
-            except Exception:  # noqa: BLE001
-                pass
+        self._gpus.close()
 
 
 # --- the harness ---------------------------------------------------------------------------------------
