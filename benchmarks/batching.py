@@ -73,12 +73,9 @@ from isaac_perf.core.inference.engines.base import EngineOptions, to_numpy  # no
 from isaac_perf.core.inference.engines.factory import create_engine  # noqa: E402
 from isaac_perf.core.inference.postprocess import topk  # noqa: E402
 from isaac_perf.core.inference.preprocess import PreprocessConfig  # noqa: E402
+from isaac_perf.core.telemetry.stats import percentile  # noqa: E402
 
 clock = time.perf_counter_ns
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q)) if values else float('nan')
 
 
 def post_top5(outputs: dict[str, np.ndarray], frames: list[Frame]) -> list[Any]:
@@ -327,8 +324,9 @@ def run_mode(runner, frames: list[list[np.ndarray]], fps: float, depth: int, war
     dropped_batcher = sum(c.dropped for c in runner.batcher.stats().cameras.values())
     extra = runner.close()
     return {'fps_offered': fps * len(frames), 'throughput_fps': len(window) / duration_s,
-            'frames': len(window), 'latency_ms_p50': pct(lat, 50), 'latency_ms_p90': pct(lat, 90),
-            'latency_ms_p99': pct(lat, 99), 'latency_ms_max': max(lat) if lat else float('nan'),
+            'frames': len(window), 'latency_ms_p50': percentile(lat, 50),
+            'latency_ms_p90': percentile(lat, 90),
+            'latency_ms_p99': percentile(lat, 99), 'latency_ms_max': max(lat) if lat else float('nan'),
             'latency_ms_mean': float(np.mean(lat)) if lat else float('nan'),
             'batch_size_mean': float(np.mean([b for _, _, b in window])) if window else float('nan'),
             'dropped': cams.skipped + dropped_batcher, 'produced': cams.produced, **extra}
@@ -389,7 +387,7 @@ def time_pairs(fn, iters: int) -> dict[str, float]:
         t = time.perf_counter_ns()
         fn()
         xs.append((time.perf_counter_ns() - t) / 1e3)
-    return {'median_us': pct(xs, 50), 'p99_us': pct(xs, 99), 'iters': iters}
+    return {'median_us': percentile(xs, 50), 'p99_us': percentile(xs, 99), 'iters': iters}
 
 
 def raw_cuda_runtime() -> Runtime | None:

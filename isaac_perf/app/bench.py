@@ -312,9 +312,9 @@ class Harness:
 
     def _on_end(self, msg: Any) -> None:
         now = time.time_ns()
-        from isaac_perf.core.telemetry import stage_times
+        from isaac_perf.ros.stage_reports import stage_report_from_msg
         try:
-            report = stage_times.decode([d.label for d in msg.layout.dim], list(msg.data))
+            report = stage_report_from_msg(msg)
         except ValueError:
             return  # not a stage report: the monitor only counts what it can key
         with self._lock:
@@ -381,6 +381,7 @@ class Harness:
     def run(self, rate_hz: float, duration_s: float) -> Any:
         """One fixed-rate run -> RunResult (metrics, per-frame latencies, resources, stage means)."""
         from isaac_perf.core.bench.metrics import RunResult, resource_metrics
+        from isaac_perf.core.telemetry.stats import means_by_name
         with self._lock:
             self._received = {}
             self._reports = []
@@ -392,11 +393,7 @@ class Harness:
         with self._lock:
             received = dict(self._received)
             reports = [r for r in self._reports if r.stamp_ns in sent]
-        stage_ms: dict[str, float] = {}
-        for r in reports:
-            for k, v in r.stages_ms.items():
-                stage_ms[k] = stage_ms.get(k, 0.0) + v
-        stage_ms = {k: v / len(reports) for k, v in stage_ms.items()} if reports else {}
+        stage_ms = means_by_name(r.stages_ms for r in reports)
         self.last_reports = reports
         return RunResult.from_times(rate_hz * len(self._publishers), duration_s, sent, received,
                                     resources=resource_metrics(samples, self.baseline), stage_ms=stage_ms)

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from isaac_perf.core.telemetry.stats import percentile, summarize
+
 REPORT_SCHEMA = 'isaac_perf.report/1'
 MIN_GPU_MS = 0.05  # a stage whose CUDA-event time is below this did no GPU work worth the name
 
@@ -218,8 +220,19 @@ def _finite(values: Any) -> np.ndarray:
     return arr[np.isfinite(arr)]
 
 
-def _pct(arr: np.ndarray, q: float) -> float:
-    return float(np.percentile(arr, q)) if arr.size else math.nan
+def _stage_stats(name: str, data: dict[str, Any], mean: float, frame_mean: float) -> StageStats:
+    """One stage's distribution (core telemetry's `summarize`: one percentile definition) and share."""
+    wall = summarize(_finite(data['wall_ms']))
+    gpu = summarize(_finite(data.get('gpu_ms')))
+    alloc = _finite(data.get('alloc_bytes'))
+    return StageStats(
+        name=name, kind=stage_kind(name), samples=wall.count, mean_ms=mean, p50_ms=wall.p50,
+        p90_ms=wall.p90, p99_ms=wall.p99, max_ms=wall.max, std_ms=wall.std,
+        cv=wall.std / mean if mean > 0 else math.nan,
+        share=mean / frame_mean if frame_mean > 0 else math.nan,
+        gpu_mean_ms=gpu.mean if gpu.count else None,
+        gpu_p50_ms=gpu.p50 if gpu.count else None, gpu_p99_ms=gpu.p99 if gpu.count else None,
+        alloc_mean_bytes=float(alloc.mean()) if alloc.size else None)
 
 
 def validate_profile(profile: dict[str, Any]) -> None:
@@ -257,7 +270,8 @@ def analyze(profile: dict[str, Any], *, share_threshold: float = 0.20, cv_thresh
     if frames.size:
         frame_mean = float(frames.mean())
         frame = {'source': 'frames', 'samples': int(frames.size), 'mean_ms': frame_mean,
-                 'p50_ms': _pct(frames, 50), 'p99_ms': _pct(frames, 99), 'max_ms': float(frames.max())}
+                 'p50_ms': percentile(frames, 50), 'p99_ms': percentile(frames, 99),
+                 'max_ms': float(frames.max())}
     else:
         frame_mean = float(sum(means.values()))
         frame = {'source': 'sum_of_stage_means', 'samples': 0, 'mean_ms': frame_mean,
@@ -269,22 +283,7 @@ def analyze(profile: dict[str, Any], *, share_threshold: float = 0.20, cv_thresh
         warnings.append(f'stages cover {100 * covered / frame_mean:.0f}% of the frame time: the rest is '
                         'untimed work; add stages around it')
 
-    stats: list[StageStats] = []
-    for name in order:
-        data = stage_data[name]
-        wall = _finite(data['wall_ms'])
-        gpu = _finite(data.get('gpu_ms'))
-        alloc = _finite(data.get('alloc_bytes'))
-        mean = means[name]
-        std = float(wall.std()) if wall.size else math.nan
-        stats.append(StageStats(
-            name=name, kind=stage_kind(name), samples=int(wall.size), mean_ms=mean, p50_ms=_pct(wall, 50),
-            p90_ms=_pct(wall, 90), p99_ms=_pct(wall, 99), max_ms=float(wall.max()) if wall.size else math.nan,
-            std_ms=std, cv=std / mean if mean > 0 else math.nan,
-            share=mean / frame_mean if frame_mean > 0 else math.nan,
-            gpu_mean_ms=float(gpu.mean()) if gpu.size else None,
-            gpu_p50_ms=_pct(gpu, 50) if gpu.size else None, gpu_p99_ms=_pct(gpu, 99) if gpu.size else None,
-            alloc_mean_bytes=float(alloc.mean()) if alloc.size else None))
+    stats = [_stage_stats(name, stage_data[name], means[name], frame_mean) for name in order]
 
     bottlenecks: list[Bottleneck] = []
     for s in stats:
