@@ -135,10 +135,12 @@ class ThreadSampler:
         self._stacks: Counter[str] = Counter()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.rounds = 0   # sampling rounds taken: lets a caller run until enough samples, not for a time
 
     def _run(self) -> None:
         me = threading.get_ident()
         while not self._stop.wait(self.interval_s):
+            self.rounds += 1
             for tid, frame in sys._current_frames().items():
                 if tid == me:
                     continue
