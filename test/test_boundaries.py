@@ -44,3 +44,13 @@ def test_telemetry_imports_no_inference_batching_or_torch():
 def test_core_imports_no_ros_layer():
     found = offenders(PKG / 'core', ('isaac_perf.nodes', 'isaac_perf.ros', 'isaac_perf.app', 'rclpy'))
     assert found == {}, f'isaac_perf/core is the ROS-free library: {found}'
+
+
+def test_launch_files_import_no_app_module():
+    """Launch files wire nodes through isaac_perf.core.pipeline_graph, never through the CLI's modules."""
+    launch_files = sorted((ROOT / 'launch').glob('*.py'))
+    assert launch_files
+    found = {p.name: sorted(m for m in imported_modules(p) if m == 'isaac_perf.app'
+                            or m.startswith('isaac_perf.app.'))
+             for p in launch_files}
+    assert {k: v for k, v in found.items() if v} == {}, 'launch files must not import isaac_perf.app'

@@ -49,6 +49,7 @@ from isaac_perf.core.inference.frames import ImageFormatError
 from isaac_perf.core.inference.preprocess import ENCODINGS as MODEL_ENCODINGS
 from isaac_perf.core.inference.runner import DropCounter, FrameResult, InferenceRunner
 from isaac_perf.core.params import ParamSpec
+from isaac_perf.core.pipeline_graph import output_topics
 from isaac_perf.core.telemetry import stage_times
 from isaac_perf.ros.conversions import check_image, image_to_numpy, stamp_to_ns
 from isaac_perf.ros.params import declare_params
@@ -135,15 +136,6 @@ _RELOAD_KEYS = {'model', 'model_file_path', 'engine_file_path', 'force_engine_up
                 'max_batch_size', 'enable_fp16', 'cuda_graphs', 'torch_compile', 'input_tensor_names',
                 'output_tensor_names', 'input_width', 'input_height', 'resize', 'task'}
 _IO_KEYS = {'input_topics', 'output_topic', 'input_qos', 'output_qos', 'queue_depth'}
-
-
-def output_topics(values: dict[str, Any]) -> list[str]:
-    """Result topic of each input topic."""
-    inputs = list(_names(values['input_topics']))
-    pattern = values['output_topic']
-    if not pattern:
-        return [f'{t.rstrip("/")}/detections' for t in inputs]
-    return [pattern.replace('{i}', str(i)) for i in range(len(inputs))]
 
 
 def cross_check(values: dict[str, Any]) -> list[str]:
