@@ -29,12 +29,10 @@ import math
 import time
 from typing import Any
 
-import rclpy
 from rcl_interfaces.msg import ParameterEvent, ParameterType
 from rcl_interfaces.srv import GetParameters, SetParametersAtomically
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -43,38 +41,26 @@ from std_msgs.msg import Float32MultiArray, String
 from isaac_perf.core.params import ParamSpec
 from isaac_perf.core.tuning.advisor import Change
 from isaac_perf.core.tuning.controller import Decision, RealtimeController
-from isaac_perf.core.tuning.knobs import Knob, KnobKind, PipelineState, Requirements
+from isaac_perf.core.tuning.knobs import (
+    DEFAULT_KNOBS,
+    KNOBS,
+    TARGET_PARAM,
+    Knob,
+    PipelineState,
+    Requirements,
+    knob_from_target,
+    knob_to_target,
+    knobs_from,
+)
 from isaac_perf.core.tuning.params_file import write_params_file
 from isaac_perf.core.tuning.qos import QosEvent, QosEventCounter, check_compatible
-from isaac_perf.core.tuning.search import gpu_ids_for, ladder, powers_of_two
+from isaac_perf.core.tuning.tuner_health import TunerFacts, tuner_status
+from isaac_perf.ros.diagnostics import Updater
+from isaac_perf.ros.node_main import StartupError, run_node
 from isaac_perf.ros.params import declare_params
 from isaac_perf.ros.qos import from_qos_profile, subscription_event_callbacks
 
 NAN = float('nan')
-KNOBS = ('max_batch_size', 'max_queue_delay_ms', 'num_streams', 'queue_depth', 'input_reliability',
-         'num_gpus')
-# num_gpus is opt-in (list it in tune_params): a change reloads the engine on the new GPU set.
-DEFAULT_KNOBS = KNOBS[:-1]
-KNOB_TYPES = {'max_batch_size': int, 'max_queue_delay_ms': float, 'num_streams': int, 'queue_depth': int,
-              'input_reliability': str, 'num_gpus': int}
-# Knobs that are not a parameter of the target themselves: knob -> (target parameter, to it, from it).
-# num_gpus n is set as gpu_ids [0 .. n-1]; gpu_ids [-1] (all visible GPUs) reads as max_gpus.
-TARGET_PARAM = {'num_gpus': 'gpu_ids'}
-
-
-def knob_to_target(name: str, value: Any) -> tuple[str, Any]:
-    """The target parameter (name, value) that carries knob `name` = `value`."""
-    if name == 'num_gpus':
-        return 'gpu_ids', gpu_ids_for(int(value))
-    return name, KNOB_TYPES.get(name, type(value))(value)
-
-
-def knob_from_target(name: str, value: Any, max_gpus: int) -> Any:
-    """The knob value a target parameter value means (inverse of `knob_to_target`)."""
-    if name == 'num_gpus':
-        ids = [int(i) for i in value]
-        return max_gpus if not ids or ids == [-1] else len(ids)
-    return value
 
 
 def _check_node_name(name: str) -> str:
@@ -161,6 +147,8 @@ PARAMS: list[ParamSpec] = [
               "Where to write the tuned parameters (ROS 2 params YAML); '' = nowhere."),
     ParamSpec('service_timeout_s', 3.0, 'Seconds to wait for the target to answer a parameter request.',
               min=0.1, max=600.0),
+    ParamSpec('diagnostics_period_s', 1.0, 'Period of the /diagnostics status of this node (read at start).',
+              min=0.1, max=60.0, read_only=True),
 ]
 
 CONTROLLER_PARAMS = {'latency_budget_ms', 'min_fps', 'max_jitter_ms', 'objective', 'settle_s', 'cooldown_s',
@@ -180,24 +168,6 @@ def cross_check(values: dict[str, Any]) -> list[str]:
     return errors
 
 
-def knobs_from(values: dict[str, Any]) -> list[Knob]:
-    """The knobs the tuner may move, within the configured bounds."""
-    v = values
-    table = {
-        'max_batch_size': Knob('max_batch_size', powers_of_two(v['batch_size_min'], v['batch_size_max']),
-                               KnobKind.TRADE),
-        'max_queue_delay_ms': Knob('max_queue_delay_ms',
-                                   ladder(v['queue_delay_ms_min'], v['queue_delay_ms_max']), KnobKind.TRADE),
-        'num_streams': Knob('num_streams', tuple(range(v['num_streams_min'], v['num_streams_max'] + 1)),
-                            KnobKind.TRADE),
-        'queue_depth': Knob('queue_depth', powers_of_two(v['queue_depth_min'], v['queue_depth_max']),
-                            KnobKind.LATENCY),
-        'input_reliability': Knob('input_reliability', ('best_effort', 'reliable'), KnobKind.LATENCY),
-        'num_gpus': Knob('num_gpus', tuple(range(1, v['max_gpus'] + 1)), KnobKind.TRADE),
-    }
-    return [table[name] for name in KNOBS if name in values['tune_params']]
-
-
 def controller_from(values: dict[str, Any], knobs: list[Knob]) -> RealtimeController:
     req = Requirements(max_latency_ms=values['latency_budget_ms'], min_fps=values['min_fps'],
                        jitter_tolerance_ms=values['max_jitter_ms'] or None)
@@ -210,10 +180,13 @@ def controller_from(values: dict[str, Any], knobs: list[Knob]) -> RealtimeContro
 class QosTuner(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__('qos_tuner', **kwargs)
-        self.p = declare_params(self, PARAMS, on_change=self._on_params, extra_check=self._extra_check)
+        try:
+            self.p = declare_params(self, PARAMS, on_change=self._on_params, extra_check=self._extra_check)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
         errors = cross_check(self.p)
         if errors:
-            raise ValueError('invalid start-up parameters: ' + '; '.join(errors))
+            raise StartupError('invalid start-up parameters: ' + '; '.join(errors))
         self._knobs = knobs_from(self.p)
         self._controller = controller_from(self.p, self._knobs)
         self._config: dict[str, Any] | None = None  # the target's knob values, as last read or set
@@ -231,6 +204,7 @@ class QosTuner(Node):
         self.qos_events = QosEventCounter()
         self._incompatible_said: set[tuple[str, str, str]] = set()
         self._watchers: dict[str, Any] = {}
+        self._last_timed_out = False
 
         self._group = MutuallyExclusiveCallbackGroup()
         self.decisions_pub = self.create_publisher(String, '~/decisions', 50)
@@ -244,11 +218,21 @@ class QosTuner(Node):
         self._sync_timer = self.create_timer(1.0, self._sync, callback_group=self._group)
         self._graph_timer = self.create_timer(self.p['graph_check_period_s'], self._graph_check,
                                               callback_group=self._group)
+        self._diagnostics = Updater(self, self.p['diagnostics_period_s'], callback_group=self._group)
+        self._diagnostics.add('tuning', lambda status: tuner_status(status, self.facts()))
         self._sync()
         self.get_logger().info(
             f'tuning {self.p["target_node"]} ({", ".join(k.name for k in self._knobs)}) for p99 <= '
             f'{self.p["latency_budget_ms"]:g} ms, min {self.p["min_fps"]:g} FPS, objective '
             f'{self.p["objective"]}' + (' [advise only]' if self.p['advise_only'] else ''))
+
+    def facts(self) -> TunerFacts:
+        """What the diagnostics status reports, as plain data."""
+        return TunerFacts(target=self.p['target_node'], knobs=tuple(k.name for k in self._knobs),
+                          config=dict(self._config) if self._config is not None else None,
+                          advise_only=bool(self.p['advise_only']), missing=tuple(sorted(self._missing)),
+                          counts=dict(self.counts), incompatible_pairs=len(self._incompatible_said),
+                          last_timed_out=self._last_timed_out)
 
     # -- parameters --------------------------------------------------------------------------------------
     def _extra_check(self, changes: dict[str, Any]) -> list[str]:
@@ -397,6 +381,7 @@ class QosTuner(Node):
             change, sent = self._in_flight
             if now - sent > self.p['service_timeout_s']:
                 self.counts['timeouts'] += 1
+                self._last_timed_out = True
                 self._in_flight = None
                 self._config = None  # unknown whether it applied: read it again
                 self._publish({'action': 'rejected', 'change': change.as_dict(),
@@ -460,6 +445,7 @@ class QosTuner(Node):
             reason = result.reason
         if result is not None and result.successful:
             self.counts['applied'] += 1
+            self._last_timed_out = False
             if self._config is not None:
                 self._config.update(change.new)
             self._controller.applied(time.monotonic(), change)
@@ -546,15 +532,7 @@ class QosTuner(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = QosTuner()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(QosTuner, args)
 
 
 if __name__ == '__main__':
