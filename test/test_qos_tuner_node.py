@@ -265,3 +265,14 @@ def test_start_up_refusal_is_a_startup_error_and_destroy_is_safe(ros_context):
         QosTuner(context=ros_context, parameter_overrides=[Parameter('batch_size_min', value=32),
                                                            Parameter('batch_size_max', value=8)])
     # The half-built node is destroyed when the fixture shuts the context down: a raise there fails this.
+
+
+def test_main_refuses_bad_start_up_parameters_with_exit_code_2():
+    import os
+    import subprocess
+    import sys
+    result = subprocess.run(
+        [sys.executable, '-m', 'isaac_perf.nodes.qos_tuner', '--ros-args', '-p', 'margin:=0.5',
+         '-p', 'headroom:=0.1'], env=dict(os.environ), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert 'margin=0.5 must not exceed headroom=0.1' in result.stderr and 'Traceback' not in result.stderr
