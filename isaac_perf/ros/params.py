@@ -14,6 +14,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from isaac_perf.core.params import ParamSpec
+from isaac_perf.ros.node_main import StartupError
 
 
 def descriptor_for(spec: ParamSpec) -> ParameterDescriptor:
@@ -76,5 +77,5 @@ def declare_params(node: Node, specs: Iterable[ParamSpec],
     values = {s.name: node.get_parameter(s.name).value for s in specs}
     errors = [m for s in specs for m in [s.validate(values[s.name])] if m]
     if errors:
-        raise ValueError('invalid start-up parameters: ' + '; '.join(errors))
+        raise StartupError('invalid start-up parameters: ' + '; '.join(errors))  # a ValueError: exit 2
     return values
