@@ -4,6 +4,7 @@ from collections import deque
 
 import pytest
 
+from isaac_perf.core.batching.health import batcher_summary
 from isaac_perf.core.batching.placement import (
     Placement,
     device_limits,
@@ -14,7 +15,7 @@ from isaac_perf.core.batching.placement import (
 from isaac_perf.core.inference.batches import take_oldest_first, warmup_batch_sizes
 from isaac_perf.core.inference.engines.base import EngineError
 from isaac_perf.core.inference.frames import ImageFormatError
-from isaac_perf.core.inference.health import batcher_summary, inference_summary, source_summary
+from isaac_perf.core.inference.health import inference_summary, source_summary
 from isaac_perf.core.inference.node_params import (
     MODEL_SPECS,
     check_model_frame,

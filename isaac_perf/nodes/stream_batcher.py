@@ -42,35 +42,26 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float32MultiArray, Float64MultiArray
 
-from isaac_perf.core.batching.batcher import NS_PER_MS, BatchPolicy, DynamicBatcher
+from isaac_perf.core.batching.batcher import DynamicBatcher
 from isaac_perf.core.batching.device_engines import EngineSet, build_scheduler, load_engines
+from isaac_perf.core.batching.health import batcher_summary, batching_values, scheduler_values
 from isaac_perf.core.batching.model import ModelPlan
 from isaac_perf.core.batching.multi_device import MultiDeviceScheduler
-from isaac_perf.core.batching.pipeline import FrameResult, MultiStreamPipeline
-from isaac_perf.core.batching.placement import (
-    batch_limit_errors,
-    batch_limits,
-    gpu_ids_errors,
-    placement_errors,
-    plan_placement,
+from isaac_perf.core.batching.node_params import (
+    BATCH_KEYS,
+    IO_KEYS,
+    PARAMS,
+    RELOAD_KEYS,
+    policy_from,
+    result_topic,
 )
+from isaac_perf.core.batching.node_params import cross_check as batcher_cross_check
+from isaac_perf.core.batching.pipeline import FrameResult, MultiStreamPipeline
+from isaac_perf.core.batching.placement import batch_limits, plan_placement
 from isaac_perf.core.cuda.runtime import visible_gpus
-from isaac_perf.core.cuda.streams import POLICIES
 from isaac_perf.core.inference.engines.base import Engine, EngineError
 from isaac_perf.core.inference.frames import ImageFormatError
-from isaac_perf.core.inference.health import batcher_summary
-from isaac_perf.core.inference.node_params import (
-    DIAGNOSTICS_SPEC,
-    MODEL_RELOAD_KEYS,
-    MODEL_SPECS,
-    POSTPROCESS_SPECS,
-    fp16_spec,
-    model_file_errors,
-    model_rule_errors,
-    names,
-    topic_list_errors,
-)
-from isaac_perf.core.params import ParamSpec
+from isaac_perf.core.inference.node_params import names
 from isaac_perf.core.telemetry import stage_times
 from isaac_perf.core.telemetry.health import Status
 from isaac_perf.ros.conversions import (
@@ -85,16 +76,16 @@ from isaac_perf.ros.node_main import StartupError, run_node
 from isaac_perf.ros.params import declare_params
 from isaac_perf.ros.qos import qos_from_name
 
+__all__ = ['PARAMS', 'StreamBatcher', 'cross_check', 'main', 'result_topic']
+
 NODE_NAME = 'stream_batcher'
-RELIABILITY = ('best_effort', 'reliable')
 SUBSCRIPTION_DEPTH = 5  # DDS history per camera; the batcher's own bound is queue_depth
 EXTRA_FIELDS = ('engine_batch_size', 'dropped', 'camera_index', 'gpu_index')
 LOG_REPEAT_S = 5.0
 
 
-def result_topic(camera_topic: str, suffix: str) -> str:
-    """/camera_0/image_raw -> /camera_0/image_raw/<suffix>: inference_node's rule (<input topic>/...)."""
-    return f'{camera_topic.rstrip("/")}/{suffix.strip("/")}'
+def cross_check(values: dict[str, Any]) -> list[str]:
+    return batcher_cross_check(values, visible())
 
 
 _VISIBLE: list[str] | None = None
@@ -106,93 +97,6 @@ def visible() -> list[str]:
     if _VISIBLE is None:
         _VISIBLE = visible_gpus()
     return _VISIBLE
-
-
-def _gpu_ids_ok(values: list[int]) -> str:
-    return '; '.join(gpu_ids_errors(values, []))  # format only; existence is checked in cross_check
-
-
-def _limits_ok(values: list[int]) -> str:
-    return '; '.join(batch_limit_errors(values, max(len(values), 1)))
-
-
-def _preferred_ok(values: list[int]) -> str:
-    bad = [v for v in values if not (v == 0 or 1 <= v <= 256)]
-    return f'preferred_batch_sizes {bad}: each entry must be 1..256 (0 entries mean none)' if bad else ''
-
-
-PARAMS: tuple[ParamSpec, ...] = (
-    ParamSpec('camera_topics', ['/camera_0/image_raw', '/camera_1/image_raw'],
-              'sensor_msgs/Image topics to batch, one per camera (the round-robin order is this order).'),
-    ParamSpec('output_suffix', 'detections', 'Results go to <camera topic>/<output_suffix> (as in '
-              'inference_node: /camera_0/image_raw/detections).'),
-    ParamSpec('input_reliability', 'best_effort', 'Reliability of the camera subscriptions; changing it '
-              'recreates them.', choices=RELIABILITY),
-    ParamSpec('max_batch_size', 8, 'A batch is sent as soon as it holds this many frames.', min=1, max=256),
-    ParamSpec('max_queue_delay_ms', 5.0, 'A partial batch is sent once its oldest frame has waited this '
-              'long (0 = send whatever is queued at once).', min=0.0, max=1000.0),
-    ParamSpec('preferred_batch_sizes', [0], 'Batch sizes sent at once when they can be formed (Triton '
-              'semantics); [0] = none.', check=_preferred_ok),
-    ParamSpec('queue_depth', 4, 'Frames queued per camera; a new frame into a full queue evicts the '
-              'oldest (counted as dropped).', min=1, max=1000),
-    ParamSpec('num_streams', 2, 'CUDA streams (lanes of copy + compute stream) batches are spread over.',
-              min=1, max=16),
-    ParamSpec('stream_policy', 'round_robin', 'How a batch picks its stream.', choices=POLICIES),
-    ParamSpec('gpu_ids', [-1], 'CUDA GPUs to spread batches over, one engine each (least-loaded routing); '
-              '[-1] = every visible GPU. Ignored with device cpu or cuda:N, and (with a warning) on a '
-              'machine without a GPU. Changing it reloads the engines.', check=_gpu_ids_ok),
-    ParamSpec('max_batch_size_per_gpu', [0], 'Largest batch per GPU, one entry per gpu_ids entry or one '
-              'for all; 0 = max_batch_size ([0] = no per-GPU limit). Live.', check=_limits_ok),
-    ParamSpec('stage_threads', 4, 'Threads that copy a batch\'s frames into pinned staging memory (GPU '
-              'runtime; 0 or 1 = the worker thread alone).', min=0, max=32, read_only=True),
-    ParamSpec('buffers_per_stream', 2, 'Batches in flight per stream (2 = double buffering: the upload '
-              'of the next batch overlaps the compute of this one).', min=1, max=8, read_only=True),
-    *MODEL_SPECS,
-    fp16_spec(True),
-    ParamSpec('cuda_graphs', False, 'torch backend on a GPU: one engine per stream, each replaying one CUDA '
-              'graph per batch-size bucket (powers of two up to max_batch_size; batches are zero-padded up '
-              'to a bucket). Removes the per-kernel launch cost; changing num_streams then reloads.'),
-    *POSTPROCESS_SPECS,
-    ParamSpec('warmup_iterations', 2, 'Runs per batch size at engine load (powers of two up to '
-              'max_batch_size).', min=0, max=100),
-    ParamSpec('camera_timeout_s', 2.0, 'A camera silent this long is reported stopped (its queued frames '
-              'drain; it rejoins with its next frame).', min=0.05, max=3600.0),
-    DIAGNOSTICS_SPEC,
-)
-
-_BATCH_KEYS = {'max_batch_size', 'max_queue_delay_ms', 'queue_depth', 'preferred_batch_sizes'}
-_IO_KEYS = {'camera_topics', 'input_reliability', 'output_suffix'}
-_RELOAD_KEYS = MODEL_RELOAD_KEYS | {'gpu_ids'}
-
-
-def policy_from(values: dict[str, Any]) -> BatchPolicy:
-    return BatchPolicy(max_batch_size=int(values['max_batch_size']),
-                       max_queue_delay_ns=int(round(float(values['max_queue_delay_ms']) * NS_PER_MS)),
-                       preferred_batch_sizes=tuple(int(p) for p in values['preferred_batch_sizes'] if p),
-                       queue_depth=int(values['queue_depth']))
-
-
-def _topic_errors(values: dict[str, Any]) -> list[str]:
-    topics = names(values['camera_topics'])
-    errors = topic_list_errors('camera_topics', topics)
-    if errors:
-        return errors
-    if not values['output_suffix'].strip('/'):
-        return ['output_suffix is empty: give a name such as detections']
-    outs = [result_topic(t, values['output_suffix']) for t in topics]
-    clash = sorted({o for o in outs if outs.count(o) > 1})
-    if clash:
-        return [f'cameras share a result topic {clash}: list each camera topic once (a trailing / names the '
-                'same topic)']
-    return []
-
-
-def cross_check(values: dict[str, Any]) -> list[str]:
-    """Rules between parameters; messages say what to change (start-up and `ros2 param set` alike)."""
-    return (_topic_errors(values) + policy_from(values).errors()
-            + placement_errors(values['device'], values['gpu_ids'], values['max_batch_size_per_gpu'],
-                               visible())
-            + model_rule_errors(values) + model_file_errors(values))
 
 
 def frame_stage_message(result: FrameResult, transport_ms: float, dropped: int, camera_index: int
@@ -267,7 +171,7 @@ class StreamBatcher(Node):
     def _on_change(self, changes: dict[str, Any]) -> None:
         self._values.update(changes)
         keys = set(changes)
-        if keys & _BATCH_KEYS:
+        if keys & BATCH_KEYS:
             self.batcher.configure(**{f: getattr(policy_from(self._values), f) for f in (
                 'max_batch_size', 'max_queue_delay_ns', 'preferred_batch_sizes', 'queue_depth')})
         if keys & {'max_batch_size_per_gpu', 'max_batch_size'}:
@@ -283,9 +187,9 @@ class StreamBatcher(Node):
         if 'max_batch_size' in keys and self._values['cuda_graphs'] and \
                 int(changes['max_batch_size']) > max(buckets, default=0):
             self._reload = True  # graphs are captured up to the old maximum only
-        if keys & _IO_KEYS:
+        if keys & IO_KEYS:
             self._create_io()
-        if keys & _RELOAD_KEYS:
+        if keys & RELOAD_KEYS:
             self._reload = True
             self.engine_ready.clear()
         if 'diagnostics_period_s' in keys:
@@ -485,46 +389,17 @@ class StreamBatcher(Node):
         self._diagnostics.force_update()
 
     def diagnostics_values(self) -> dict[str, Any]:
-        stats = self.batcher.stats()
-        delays = np.asarray(self.batcher.queue_delays_ns, dtype=np.float64) / 1e6
         with self._lock:
-            values: dict[str, Any] = {
-                'frames_received': self.frames_received, 'results_published': self.results_published,
-                'total_dropped_frames': stats.dropped + self.bad_input + self.failed_frames,
-                'dropped_overload': stats.dropped, 'dropped_bad_input': self.bad_input,
-                'dropped_engine_error': self.failed_frames}
-        values.update({
-            'batches': stats.batches, 'batch_size_mean': f'{stats.mean_batch_size:.2f}',
-            'batch_sizes': ' '.join(f'{k}:{n}' for k, n in sorted(stats.batch_sizes.items())),
-            'batch_reasons': ' '.join(f'{k}:{n}' for k, n in sorted(stats.reasons.items())),
-            'queue_delay_ms_p50': f'{np.percentile(delays, 50):.3f}' if delays.size else 'nan',
-            'queue_delay_ms_p99': f'{np.percentile(delays, 99):.3f}' if delays.size else 'nan',
-            'queued': stats.queued,
-            'max_batch_size': stats.policy.max_batch_size,
-            'max_queue_delay_ms': stats.policy.max_queue_delay_ns / NS_PER_MS,
-            'queue_depth': stats.policy.queue_depth})
-        for cam, s in stats.cameras.items():
-            values[f'camera {cam}'] = (f'received {s.received} dropped {s.dropped} queued {s.queued} '
-                                       f'{"stopped" if s.stopped else "active"}')
+            received, published = self.frames_received, self.results_published
+            bad_input, failed = self.bad_input, self.failed_frames
+        values: dict[str, Any] = {'frames_received': received, 'results_published': published,
+                                  **batching_values(self.batcher, bad_input, failed)}
         sched = self.pipeline.scheduler
         if sched is not None:
-            values.update({'num_streams': sched.num_streams, 'in_flight': sched.in_flight,
-                           'host_waits': sched.host_waits, 'runtime': sched.runtime.name,
-                           'gpus': ' '.join(map(str, sched.device_indices))})
-            multi = len(sched.schedulers) > 1
-            for i, sub in enumerate(sched.schedulers):
-                dev = sched.device_indices[i]
-                values[f'device {dev}'] = (f'batches {sched.batches_per_device[i]} frames '
-                                           f'{sched.frames_per_device[i]} in_flight {sub.in_flight} '
-                                           f'batch_limit {sched.limits[i] or "max_batch_size"}')
-                for pool in sub.pools():
-                    p = pool.stats()
-                    name = f'pool {p.name}' + (f' gpu{dev}' if multi else '')
-                    values[name] = (f'hit_rate {p.hit_rate:.3f} allocations {p.allocations} '
-                                    f'checked_out {p.checked_out} high_water_mb '
-                                    f'{p.high_water_reserved_bytes / 2**20:.1f}')
-        if self.engine is not None:
-            values.update(backend=self.engine.backend, device=self.engine.device)
+            values.update(scheduler_values(sched))
+        engine = self.engine
+        if engine is not None:
+            values.update(backend=engine.backend, device=engine.device)
         values['last_error'] = self.last_error
         return values
 

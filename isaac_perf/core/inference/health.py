@@ -36,16 +36,6 @@ def inference_summary(status: Status, *, engine_error: str, loaded: bool, runnin
         status.summary(Level.OK, f'running on {running_on}')
 
 
-def batcher_summary(status: Status, *, engine_error: str, loaded: bool, device: str, dropped: int) -> None:
-    """stream_batcher: any dropped frame (overload, bad input, a failed batch) is a warning."""
-    if engine_summary(status, engine_error, loaded):
-        return
-    if dropped:
-        status.summary(Level.WARN, f'{dropped} frame(s) dropped')
-    else:
-        status.summary(Level.OK, f'batching on {device}')
-
-
 def source_summary(status: Status, source_error: str, cameras: int) -> None:
     """image_source: a source that cannot be opened is an error (the node publishes nothing)."""
     if source_error:
