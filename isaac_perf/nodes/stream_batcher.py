@@ -1,7 +1,9 @@
 """`stream_batcher`: N camera topics in, dynamic batches on K CUDA streams, per-camera results out.
 
 The ROS side of `isaac_perf.core.batching.batcher` (DynamicBatcher) and `isaac_perf.core.batching.scheduler`
-(BatchScheduler, MultiStreamPipeline):
+(BatchScheduler, MultiStreamPipeline). Its parameters and their rules are `core.batching.node_params`,
+which engines go on which GPU `core.batching.placement` and `core.batching.device_engines`, its
+/diagnostics values and level `core.batching.health`; this module only translates ROS <-> core:
 
 - one subscription per camera (sensor_msgs/Image, `camera_topics`); the callback only validates the
   image header, views its pixels without a copy and queues the frame in the batcher (bounded per camera,
@@ -85,6 +87,7 @@ LOG_REPEAT_S = 5.0
 
 
 def cross_check(values: dict[str, Any]) -> list[str]:
+    """The parameter rules against the GPUs this process sees (start-up and `ros2 param set` alike)."""
     return batcher_cross_check(values, visible())
 
 
