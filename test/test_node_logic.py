@@ -188,3 +188,40 @@ def test_batcher_and_source_levels():
     assert (status.level, status.message) == (Level.OK, 'publishing 2 camera(s)')
     source_summary(status, 'no such folder', 0)
     assert (status.level, status.message) == (Level.ERROR, 'no such folder')
+
+
+# ----------------------------------------------------------------------------- device engines
+
+def batcher_values(model, **over):
+    from isaac_perf.core.batching.node_params import PARAMS as BATCHER_PARAMS
+    return {**spec_defaults(BATCHER_PARAMS), 'model': '', 'model_file_path': model, 'backend': 'onnxruntime',
+            'device': 'cpu', 'enable_fp16': False, 'task': 'detection', 'warmup_iterations': 0, **over}
+
+
+def test_engines_on_several_targets_fall_back_to_one_cpu_device(tmp_path):
+    pytest.importorskip('onnxruntime')
+    from isaac_perf.core.batching.device_engines import build_scheduler, load_engines
+    from isaac_perf.core.inference.models import build_detector
+    values = batcher_values(str(build_detector(64, 64, num_classes=4, cache_dir=tmp_path)),
+                            max_batch_size_per_gpu=[3, 5])
+    logged = []
+    engines = load_engines(values, values, ['cuda:0', 'cuda:1'], logged.append)
+    try:
+        # onnxruntime is not torch on CUDA: one engine, and the log says the GPU list was not used.
+        assert len(engines.per_device) == 1 and engines.extra_engines == []
+        assert any('spreading over GPUs needs the torch backend' in m for m in logged), logged
+        assert (engines.graphs, engines.on_gpu, engines.buckets, engines.plan.task) == (
+            False, False, (), 'detection')
+        sched = build_scheduler(engines, values, values)
+        # Two per-GPU limits for the one device actually built: no limit rather than a wrong one.
+        assert (sched.device_indices, sched.limits, sched.num_streams) == ([-1], [None], 2)
+        sched.close()
+    finally:
+        engines.close()
+
+
+def test_engine_load_failure_raises_and_builds_nothing(tmp_path):
+    from isaac_perf.core.batching.device_engines import load_engines
+    values = batcher_values(str(tmp_path / 'missing.onnx'))
+    with pytest.raises(EngineError, match='missing.onnx'):
+        load_engines(values, values, ['cpu'], print)
