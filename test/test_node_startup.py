@@ -65,3 +65,23 @@ def test_half_built_node_raises_startup_error_and_destroys_cleanly(ros_context, 
         assert 'startup_probe' in probe.get_node_names() and 'half_built' not in probe.get_node_names()
     finally:
         probe.destroy_node()
+
+
+def test_ctrl_c_during_start_up_ends_quietly():
+    """SIGINT shuts the context down while a constructor still creates entities (stream_batcher's start-up
+    takes seconds): the failure that follows is a stop, exit 0, no traceback."""
+    script = ('import rclpy\n'
+              'from rclpy.node import Node\n'
+              'from std_msgs.msg import Empty\n'
+              'from isaac_perf.ros.node_main import run_node\n'
+              'def slow_start():\n'
+              '    node = Node("slow_start")\n'
+              '    rclpy.shutdown()  # what the SIGINT handler does while the constructor runs\n'
+              '    node.create_publisher(Empty, "late", 1)\n'
+              '    return node\n'
+              'print("returned", run_node(slow_start))\n')
+    env = {**os.environ, 'PYTHONPATH': str(ROOT)}
+    result = subprocess.run([sys.executable, '-c', script], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0 and 'returned 0' in result.stdout, result.stderr[-2000:]
+    assert 'Traceback' not in result.stderr

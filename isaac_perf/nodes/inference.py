@@ -267,7 +267,8 @@ class InferenceNode(Node):
 
         def warn(message: str) -> None:
             warnings.append(message)
-            self.get_logger().warning(message)
+            if self.context.ok():  # not after Ctrl-C: rosout is gone
+                self.get_logger().warning(message)
 
         options = EngineOptions(
             device=v['device'], precision='fp16' if v['enable_fp16'] else 'fp32',
@@ -296,6 +297,9 @@ class InferenceNode(Node):
             # A missing/corrupt model, an engine for another GPU, tensor names that do not match...
             self.engine_error = str(exc)
             self._report_error('engine_load', f'cannot load the model: {exc}')
+            return
+        if not self.context.ok():  # Ctrl-C came during the load: release it quietly (rosout is gone)
+            engine.close()
             return
         with self._lock:
             self._engine, self._runner = engine, runner

@@ -312,7 +312,8 @@ class StreamBatcher(Node):
         started = time.monotonic()
 
         def warn(message: str) -> None:
-            self.get_logger().warning(message)
+            if self.context.ok():  # not after Ctrl-C: rosout is gone
+                self.get_logger().warning(message)
 
         try:
             placement = plan_placement(v['device'], v['gpu_ids'], visible())
@@ -327,6 +328,9 @@ class StreamBatcher(Node):
         except (EngineError, OSError, ValueError, RuntimeError, ImportError) as exc:
             self.engine_error = str(exc)
             self._report('engine_load', f'cannot load the model (frames wait, then drop): {exc}')
+            return
+        if not self.context.ok():  # Ctrl-C came during the load: release it quietly (rosout is gone)
+            engines.close()
             return
         sched = build_scheduler(engines, v, self._values)
         self.engines = engines
