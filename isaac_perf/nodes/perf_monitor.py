@@ -21,7 +21,6 @@ from typing import Any
 
 import psutil
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import Float32MultiArray, Float64MultiArray, MultiArrayDimension
@@ -158,11 +157,8 @@ class PerfMonitor(Node):
         self._intake_group = MutuallyExclusiveCallbackGroup()
         self._sample_group = MutuallyExclusiveCallbackGroup()
         self._publish_group = MutuallyExclusiveCallbackGroup()
-        try:
-            self.p = declare_params(self, PARAMS, on_change=self._on_params, extra_check=self._check_changes)
-        except (ValueError, InvalidParameterTypeException, InvalidParameterValueException) as exc:
-            # rclpy's own range/type refusals too: one stderr line from run_node, not a traceback.
-            raise StartupError(str(exc)) from None
+        # declare_params raises StartupError for a refused start-up value (rclpy's range/type checks too).
+        self.p = declare_params(self, PARAMS, on_change=self._on_params, extra_check=self._check_changes)
         errors = cross_check(self.p)
         if errors:
             raise StartupError('invalid start-up parameters: ' + '; '.join(errors))

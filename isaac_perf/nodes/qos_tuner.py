@@ -33,7 +33,6 @@ from rcl_interfaces.msg import ParameterEvent, ParameterType
 from rcl_interfaces.srv import GetParameters, SetParametersAtomically
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.duration import Duration
-from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
 from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -64,11 +63,8 @@ NAN = float('nan')
 class QosTuner(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__('qos_tuner', **kwargs)
-        try:
-            self.p = declare_params(self, PARAMS, on_change=self._on_params, extra_check=self._extra_check)
-        except (ValueError, InvalidParameterTypeException, InvalidParameterValueException) as exc:
-            # rclpy's own range/type refusals too: one stderr line from run_node, not a traceback.
-            raise StartupError(str(exc)) from None
+        # declare_params raises StartupError for a refused start-up value (rclpy's range/type checks too).
+        self.p = declare_params(self, PARAMS, on_change=self._on_params, extra_check=self._extra_check)
         errors = cross_check(self.p)
         if errors:
             raise StartupError('invalid start-up parameters: ' + '; '.join(errors))
