@@ -115,10 +115,28 @@ def onnx_to_fp16(model, keep_io_types: bool = True):
     edges, so callers feed the same arrays as before.
     """
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto
     m = onnx.ModelProto()
     m.CopyFrom(model)
     g = m.graph
+    _halve_weights(g)
+    for vi in g.value_info:
+        if vi.type.tensor_type.elem_type == TensorProto.FLOAT:
+            vi.type.tensor_type.elem_type = TensorProto.FLOAT16
+    inits = {i.name for i in g.initializer}
+    if keep_io_types:
+        _cast_at_edges(g, inits)
+    else:
+        for vi in list(g.input) + list(g.output):
+            if vi.name not in inits and vi.type.tensor_type.elem_type == TensorProto.FLOAT:
+                vi.type.tensor_type.elem_type = TensorProto.FLOAT16
+    onnx.checker.check_model(m)
+    return m
+
+
+def _halve_weights(g) -> None:
+    """Float initializers, Constant values and Casts to float become float16 (Resize scales/roi stay)."""
+    from onnx import TensorProto, numpy_helper
     keep32 = set()
     for node in g.node:
         if node.op_type == 'Resize':
@@ -137,42 +155,37 @@ def onnx_to_fp16(model, keep_io_types: bool = True):
             for a in node.attribute:
                 if a.name == 'to' and a.i == TensorProto.FLOAT:
                     a.i = TensorProto.FLOAT16
-    for vi in g.value_info:
-        if vi.type.tensor_type.elem_type == TensorProto.FLOAT:
-            vi.type.tensor_type.elem_type = TensorProto.FLOAT16
-    inits = {i.name for i in g.initializer}
-    if keep_io_types:
-        new_nodes = []
-        for inp in g.input:
-            if inp.name in inits or inp.type.tensor_type.elem_type != TensorProto.FLOAT:
-                continue
-            casted = inp.name + '_fp16'
-            for node in g.node:
-                for j, name in enumerate(node.input):
-                    if name == inp.name:
-                        node.input[j] = casted
-            new_nodes.append(helper.make_node('Cast', [inp.name], [casted], name=casted,
-                                              to=TensorProto.FLOAT16))
-        tail = []
-        for out in g.output:
-            if out.type.tensor_type.elem_type != TensorProto.FLOAT:
-                continue
-            raw = out.name + '_fp16'
-            for node in g.node:
-                for j, name in enumerate(node.output):
-                    if name == out.name:
-                        node.output[j] = raw
-            tail.append(helper.make_node('Cast', [raw], [out.name], name=out.name + '_cast',
-                                         to=TensorProto.FLOAT))
-        nodes = new_nodes + list(g.node) + tail
-        del g.node[:]
-        g.node.extend(nodes)
-    else:
-        for vi in list(g.input) + list(g.output):
-            if vi.name not in inits and vi.type.tensor_type.elem_type == TensorProto.FLOAT:
-                vi.type.tensor_type.elem_type = TensorProto.FLOAT16
-    onnx.checker.check_model(m)
-    return m
+
+
+def _rename_uses(nodes, field: str, old: str, new: str) -> None:
+    for node in nodes:
+        names = getattr(node, field)
+        for j, name in enumerate(names):
+            if name == old:
+                names[j] = new
+
+
+def _cast_at_edges(g, inits: set[str]) -> None:
+    """Keep FP32 graph inputs/outputs: a Cast to FP16 after each input, back to FP32 before each output."""
+    from onnx import TensorProto, helper
+    head = []
+    for inp in g.input:
+        if inp.name in inits or inp.type.tensor_type.elem_type != TensorProto.FLOAT:
+            continue
+        casted = inp.name + '_fp16'
+        _rename_uses(g.node, 'input', inp.name, casted)
+        head.append(helper.make_node('Cast', [inp.name], [casted], name=casted, to=TensorProto.FLOAT16))
+    tail = []
+    for out in g.output:
+        if out.type.tensor_type.elem_type != TensorProto.FLOAT:
+            continue
+        raw = out.name + '_fp16'
+        _rename_uses(g.node, 'output', out.name, raw)
+        tail.append(helper.make_node('Cast', [raw], [out.name], name=out.name + '_cast',
+                                     to=TensorProto.FLOAT))
+    nodes = head + list(g.node) + tail
+    del g.node[:]
+    g.node.extend(nodes)
 
 
 class CalibrationBatches:
