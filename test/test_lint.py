@@ -43,8 +43,8 @@ PIP_TO_ROSDEP = {
     'rich': 'python3-rich',
 }
 ROSDISTRO_KEYS = {'python3-numpy', 'python3-psutil', 'python3-yaml', 'python3-pynvml',
-                  'python3-onnxruntime-pip', 'python3-rich', 'python3-tqdm', 'python3-matplotlib', 'python3-opencv', 'mcap-ros2-support',
-                  'python3-pytest'}
+                  'python3-onnxruntime-pip', 'python3-rich', 'python3-tqdm', 'python3-matplotlib',
+                  'python3-opencv', 'mcap-ros2-support', 'python3-pytest'}
 ROS_PACKAGES = {'rclpy', 'std_msgs', 'sensor_msgs', 'diagnostic_msgs', 'rcl_interfaces', 'launch',
                 'launch_ros'}
 
