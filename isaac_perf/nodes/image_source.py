@@ -23,6 +23,7 @@ from sensor_msgs.msg import Image
 
 from isaac_perf.core.frames import SOURCE_ENCODINGS, SOURCE_KINDS, FrameSource, FrameSourceError, open_source
 from isaac_perf.core.params import ParamSpec
+from isaac_perf.ros.compat import try_shutdown
 from isaac_perf.ros.conversions import fill_image
 from isaac_perf.ros.params import declare_params
 from isaac_perf.ros.qos import qos_from_name
@@ -272,7 +273,7 @@ def main(args: list[str] | None = None) -> None:
         pass
     finally:
         node.destroy_node()
-        rclpy.try_shutdown()
+        try_shutdown()  # rclpy.try_shutdown is Iron+
 
 
 if __name__ == '__main__':

@@ -49,6 +49,7 @@ from isaac_perf.core.frames import ImageFormatError
 from isaac_perf.core.inference_runner import DropCounter, FrameResult, InferenceRunner
 from isaac_perf.core.params import ParamSpec
 from isaac_perf.core.preprocess import ENCODINGS as MODEL_ENCODINGS
+from isaac_perf.ros.compat import try_shutdown
 from isaac_perf.ros.conversions import check_image, image_to_numpy, stamp_to_ns
 from isaac_perf.ros.params import declare_params
 from isaac_perf.ros.qos import qos_from_name, qos_name_error
@@ -573,7 +574,7 @@ def main(args: list[str] | None = None) -> None:
     finally:
         executor.shutdown()
         node.destroy_node()
-        rclpy.try_shutdown()
+        try_shutdown()  # rclpy.try_shutdown is Iron+
 
 
 if __name__ == '__main__':

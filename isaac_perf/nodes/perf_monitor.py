@@ -33,6 +33,7 @@ from isaac_perf.core.params import ParamSpec
 from isaac_perf.core.stats import StageSnapshot, StageStats, StreamSnapshot, StreamStats
 from isaac_perf.core.system import SystemSample, SystemSampler
 from isaac_perf.ros import diagnostics as diag
+from isaac_perf.ros.compat import try_shutdown
 from isaac_perf.ros.params import declare_params
 from isaac_perf.ros.topic_watch import WATCH_MODES, TopicWatch, watch_qos
 
@@ -536,7 +537,7 @@ def main(args=None):
     finally:
         if node is not None:
             node.destroy_node()
-        rclpy.try_shutdown()
+        try_shutdown()  # rclpy.try_shutdown is Iron+
 
 
 if __name__ == '__main__':

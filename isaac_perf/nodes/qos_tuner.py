@@ -51,6 +51,7 @@ from isaac_perf.core.realtime import (
     Requirements,
 )
 from isaac_perf.core.tuning import gpu_ids_for, ladder, powers_of_two, write_params_file
+from isaac_perf.ros.compat import try_shutdown
 from isaac_perf.ros.params import declare_params
 from isaac_perf.ros.qos import from_qos_profile, subscription_event_callbacks
 
@@ -558,7 +559,7 @@ def main(args: list[str] | None = None) -> None:
         pass
     finally:
         node.destroy_node()
-        rclpy.try_shutdown()
+        try_shutdown()  # rclpy.try_shutdown is Iron+
 
 
 if __name__ == '__main__':

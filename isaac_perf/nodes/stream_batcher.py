@@ -65,6 +65,7 @@ from isaac_perf.core.scheduler import (
     resolve_gpu_ids,
 )
 from isaac_perf.nodes.inference import results_message
+from isaac_perf.ros.compat import try_shutdown
 from isaac_perf.ros.conversions import check_image, image_to_numpy, stamp_to_ns
 from isaac_perf.ros.params import declare_params
 from isaac_perf.ros.qos import qos_from_name
@@ -697,7 +698,7 @@ def main(args: list[str] | None = None) -> None:
     finally:
         executor.shutdown()
         node.destroy_node()
-        rclpy.try_shutdown()
+        try_shutdown()  # rclpy.try_shutdown is Iron+
 
 
 if __name__ == '__main__':
