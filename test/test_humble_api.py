@@ -141,7 +141,10 @@ def test_humble_surface_really_lacks_the_iron_api():
     """Guards the emulation itself: under ISAAC_PERF_RCLPY_API=humble the Iron+ calls are gone."""
     code = ('import conftest, rclpy; from rclpy.node import Node; '
             'assert not hasattr(Node, "add_post_set_parameters_callback"); '
-            'assert not hasattr(rclpy, "try_shutdown"); print("humble surface")')
+            'assert not hasattr(rclpy, "try_shutdown"); '
+            'from rclpy.qos import QoSPresetProfiles as P; assert "DEFAULT" not in P.__members__; '
+            'from isaac_perf.ros.qos import qos_from_name; qos_from_name("DEFAULT", 5); '
+            'print("humble surface")')
     env = dict(os.environ, ISAAC_PERF_RCLPY_API='humble')
     result = subprocess.run([sys.executable, '-c', code], cwd=ROOT / 'test', env=env, capture_output=True,
                             text=True, timeout=60)
