@@ -17,10 +17,9 @@ from rclpy.parameter import Parameter
 from std_msgs.msg import Header
 
 from isaac_perf.core.params import ParamSpec
-from isaac_perf.core.stats import StreamStats
 from isaac_perf.ros import compat
 from isaac_perf.ros.params import declare_params
-from isaac_perf.ros.topic_watch import TopicWatch
+from isaac_perf.ros.topic_watch import StreamStats, TopicWatch  # via topic_watch: core/ is being regrouped
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_TESTS = ['test_params.py', 'test_image_source_node.py', 'test_inference_node.py',
