@@ -201,3 +201,15 @@ def test_record_is_bounded():
     snap = stream.snapshot(1000 * MS)
     assert snap.window_count == 64 and snap.count == 1000
     assert np.isfinite(snap.frame_rate_node_hz)
+
+
+def test_publisher_rate_prefers_the_middleware_write_times():
+    """Arrivals bunch up (a slow reader drains in bursts); write times keep the publisher's own clock."""
+    stream = GreenwaveStream(window_s=10.0)
+    # 20 Hz publisher, every other message lost, arrivals in bursts of two 100 ms apart from the writes
+    for k in range(0, 40, 2):
+        written = S + k * 50 * MS
+        stream.record(written + (100 * MS if k % 4 else 0), pub_seq=k + 1, source='p', source_ns=written)
+    snap = stream.snapshot(4 * S)
+    assert snap.publisher_rate_hz == pytest.approx(20.0, rel=1e-12)
+    assert snap.transport_loss_fraction == pytest.approx(19 / 38, rel=1e-12)

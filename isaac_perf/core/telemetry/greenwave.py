@@ -27,8 +27,9 @@ Ours, beside them (each says where it comes from):
 
 - `received_rate_hz`: messages that arrived here over the last `window_s` seconds, (n - 1) / span;
 - `publisher_rate_hz`: what the publishers sent, from their sequence numbers: per publisher, the
-  sequence-number advance over the time between its first and last message in the window (header stamps
-  when every one of them has an increasing stamp, arrival times otherwise), summed over publishers. Lost
+  sequence-number advance over the time between its first and last message in the window, summed over
+  publishers. That time is the middleware's source timestamp (when the publisher wrote them) where given,
+  else the header stamps when all are present and increasing, else the arrival times. Lost
   messages do not lower it, which is the point: `ros2 topic hz` only sees what arrived;
 - `transport_loss_fraction`: of the messages the publishers sent in the window (sequence advance), the
   share that never arrived here;
@@ -220,6 +221,7 @@ class GreenwaveStream:
             self._msg = TimeSeries(self._window_size)
             self._arrival = Ring(self._capacity, np.int64, 0)
             self._stamp = Ring(self._capacity, np.int64, NO_STAMP)
+            self._written = Ring(self._capacity, np.int64, NO_STAMP)
             self._seq = Ring(self._capacity, np.int64, NO_SEQ)
             self._source = Ring(self._capacity, np.int16, 0)
             self._source_ids: dict[Hashable, int] = {}
@@ -253,8 +255,9 @@ class GreenwaveStream:
         return sid
 
     def record(self, arrival_ns: int, stamp_ns: int | None = None, pub_seq: int | None = None,
-               source: Hashable = None) -> None:
-        """Note one message (O(1)). `pub_seq` <= 0 or None: the middleware gave no sequence number."""
+               source: Hashable = None, source_ns: int | None = None) -> None:
+        """Note one message (O(1)). `pub_seq` <= 0 or None: the middleware gave no sequence number;
+        `source` names the publisher, `source_ns` is the middleware's source (write) timestamp if any."""
         with self._lock:
             arrival_us = arrival_ns // NS_PER_US
             self._node.update(arrival_us, self._expected_dt_us, self._tolerance_us)
@@ -274,6 +277,7 @@ class GreenwaveStream:
                 self._count_stamp_gap(arrival_ns if stamp_ns is None else stamp_ns)
             self._arrival.push(arrival_ns)
             self._stamp.push(NO_STAMP if stamp_ns is None else stamp_ns)
+            self._written.push(NO_STAMP if not source_ns else source_ns)
             self._seq.push(pub_seq)
             self._source.push(sid)
             self._last_arrival_ns = arrival_ns
@@ -316,7 +320,7 @@ class GreenwaveStream:
                 num_jitter_outliers_node=node.outliers, num_jitter_outliers_msg=msg.outliers,
                 num_non_increasing_msg=self._msg.non_increasing, total_dropped_frames=msg.outliers,
                 expected_frequency_hz=self.expected_rate_hz, tolerance_percent=self.tolerance_percent)
-            arrival, stamp = self._arrival.values(), self._stamp.values()
+            arrival, stamp, written = self._arrival.values(), self._stamp.values(), self._written.values()
             seq, source = self._seq.values(), self._source.values()
             counters = dict(count=self.count, drops_sequence=self.drops_sequence,
                             drops_stamp_gap=self.drops_stamp_gap, messages_lost=self.messages_lost,
@@ -326,8 +330,9 @@ class GreenwaveStream:
                            'stamp_gap' if self._stamp_seen else 'arrival_gap')
             last_arrival = self._last_arrival_ns
         keep = arrival > now_ns - int(self.window_s * NS_PER_S)
-        arrival, stamp, seq, source = arrival[keep], stamp[keep], seq[keep], source[keep]
-        publisher_rate, loss, publishers = publisher_rate_and_loss(arrival, stamp, seq, source)
+        arrival, stamp, written = arrival[keep], stamp[keep], written[keep]
+        seq, source = seq[keep], source[keep]
+        publisher_rate, loss, publishers = publisher_rate_and_loss(arrival, stamp, seq, source, written)
         return GreenwaveSnapshot(
             **greenwave, **counters, window_count=int(arrival.size),
             received_rate_hz=rate_hz(arrival), publisher_rate_hz=publisher_rate,
@@ -344,24 +349,28 @@ def rate_hz(times_ns: np.ndarray) -> float:
 
 
 def publisher_rate_and_loss(arrival_ns: np.ndarray, stamp_ns: np.ndarray, seq: np.ndarray,
-                            source: np.ndarray) -> tuple[float, float, int]:
+                            source: np.ndarray,
+                            written_ns: np.ndarray | None = None) -> tuple[float, float, int]:
     """(publisher rate Hz, transport loss fraction, publishers) from the messages of one window.
 
     Per publisher with at least two sequence-numbered messages: sent = last seq - first seq, received =
-    its messages after the first, over the span of its stamps (if all present and increasing) or arrivals.
+    its messages after the first, over the span of its write times (middleware source timestamps), else
+    of its stamps (if all present and increasing), else of its arrivals.
     """
+    if written_ns is None:
+        written_ns = np.full(arrival_ns.shape, NO_STAMP, dtype=np.int64)
     has_seq = seq != NO_SEQ
     if not has_seq.any():
         return NAN, NAN, 0
     total_rate, sent_total, received_total, publishers = 0.0, 0, 0, 0
     for sid in np.unique(source[has_seq]):
         mine = has_seq & (source == sid)
-        s, a, t = seq[mine], arrival_ns[mine], stamp_ns[mine]
+        s, a, t, w = seq[mine], arrival_ns[mine], stamp_ns[mine], written_ns[mine]
         publishers += 1
         if s.size < 2:
             continue
         sent = int(s[-1]) - int(s[0])
-        times = t if (t != NO_STAMP).all() and (np.diff(t) > 0).all() else a
+        times = next((x for x in (w, t) if (x != NO_STAMP).all() and (np.diff(x) > 0).all()), a)
         span_ns = int(times[-1]) - int(times[0])
         if sent <= 0 or span_ns <= 0:
             continue
