@@ -121,8 +121,9 @@ def test_large_image_from_another_process_read_within_2_percent(ros_context, spi
         sent = json.loads(out.strip().splitlines()[-1])
         true_rate = (len(sent) - 1) * S / (sent[-1] - sent[0])
         snap = watch.greenwave.snapshot(time.time_ns())
-        print(f'{reliability}: {snap.count} of {frames} arrived, publisher rate {snap.publisher_rate_hz:.3f} Hz '
-              f'vs true {true_rate:.3f} Hz, loss {snap.transport_loss_fraction:.1%}')
+        print(f'{reliability}: {snap.count} of {frames} arrived, publisher rate '
+              f'{snap.publisher_rate_hz:.3f} Hz vs true {true_rate:.3f} Hz, '
+              f'loss {snap.transport_loss_fraction:.1%}')
         assert snap.count >= 2, f'{snap.count} of {frames} frames arrived'
         assert snap.publisher_rate_hz == pytest.approx(true_rate, rel=0.02)
         # Between the first and last frame that arrived, what was sent = what arrived + the sequence gaps.
