@@ -237,7 +237,7 @@ def role_monitor(args) -> None:
         Parameter('watched_topics', value=topics), Parameter('expected_rates_hz', value=rates),
         Parameter('window_s', value=args.window),
         Parameter('ring_capacity', value=int(args.window * 1100) + 64),
-        Parameter('watch_depth', value=200)])
+        Parameter('watch_depth', value=args.watch_depth)])
     executor = MultiThreadedExecutor(num_threads=2)
     executor.add_node(node)
     _spin(executor)
@@ -305,6 +305,7 @@ def main() -> None:
     parser.add_argument('--warmup', type=float, default=6.0, help='seconds before measuring (discovery)')
     parser.add_argument('--fastdds-profile', default='',
                         help='FASTDDS_DEFAULT_PROFILES_FILE for every process')
+    parser.add_argument('--watch-depth', type=int, default=200, help="perf_monitor's watch_depth")
     parser.add_argument('--out', default='results/monitor_accuracy.json')
     args = parser.parse_args()
     roles = {'publisher': role_publisher, 'reference': role_reference, 'naive': role_naive,
@@ -334,7 +335,7 @@ def main() -> None:
     time.sleep(3.0)
     watchers = {
         'monitor': spawn('monitor', env, topics_file=outdir / 'all.json', window=args.duration,
-                         outdir=outdir),
+                         outdir=outdir, watch_depth=args.watch_depth),
         'reference': spawn('reference', env, topics_file=outdir / 'all.json', outdir=outdir),
         'naive': spawn('naive', env, topics_file=outdir / 'naive.json', outdir=outdir),
     }

@@ -193,9 +193,11 @@ class TopicWatch:
                                                           raw=True, **extra)
         if self.mode == 'poll':
             # The helper node is never spun: let the monitor node's executor wait on the event handlers.
+            # Only the message-lost one: every waitable costs each executor wake-up a wait-set entry.
             for handler in self.subscription.event_handlers:
-                self.node.add_waitable(handler)
-                self._spun_handlers.append(handler)
+                if handler.callback == self._on_message_lost:
+                    self.node.add_waitable(handler)
+                    self._spun_handlers.append(handler)
         self.info(f'watching {self.topic} {choice.spec.reliability}: {choice.reason}')
 
     def _on_message_lost(self, info) -> None:

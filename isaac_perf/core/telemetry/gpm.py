@@ -170,13 +170,19 @@ class GpmSampler:
 
 
 def headroom_notes(gpu_util_percent: float, gpm: GpmSample | None) -> list[str]:
-    """Plain-words reading of coarse utilization against GPM, for the report's bottleneck analysis."""
+    """Plain-words reading of coarse utilization against GPM (see `headroom_findings`)."""
+    return [text for _, text in headroom_findings(gpu_util_percent, gpm)]
+
+
+def headroom_findings(gpu_util_percent: float, gpm: GpmSample | None) -> list[tuple[str, str]]:
+    """(cause, text) pairs reading coarse utilization against GPM, for the report's bottleneck analysis:
+    'tensor_idle', 'sm_underfilled', 'low_occupancy', 'memory_bound', 'tensor_not_fp16'."""
     if gpm is None or not gpm.supported:
         return []
     sm, occ = gpm.get('sm_active_percent'), gpm.get('sm_occupancy_percent')
     tensor, hmma = gpm.get('tensor_active_percent'), gpm.get('tensor_hmma_percent')
     fp32, dram = gpm.get('fp32_active_percent'), gpm.get('dram_bw_util_percent')
-    notes = []
+    notes: list[tuple[str, str]] = []
     busy = gpu_util_percent if not math.isnan(gpu_util_percent) else sm
     if math.isnan(busy) or math.isnan(sm):
         return notes
@@ -184,17 +190,18 @@ def headroom_notes(gpu_util_percent: float, gpm: GpmSample | None) -> list[str]:
         hint = ('FP32 pipes are busy: FP16/BF16 (or TF32) would move the math onto tensor cores'
                 if not math.isnan(fp32) and fp32 >= 5 else
                 'FP16/BF16 precision would let the tensor cores take the math')
-        notes.append(f'GPU {busy:.0f}% busy but tensor cores idle ({tensor:.1f}% active): {hint}')
+        notes.append(('tensor_idle',
+                      f'GPU {busy:.0f}% busy but tensor cores idle ({tensor:.1f}% active): {hint}'))
     if busy >= 50 and sm < 0.5 * busy:
-        notes.append(f'GPU reads {busy:.0f}% busy but only {sm:.1f}% of SMs are active: kernels too small '
-                     'to fill the GPU; batch more frames or run streams concurrently')
+        notes.append(('sm_underfilled', f'GPU reads {busy:.0f}% busy but only {sm:.1f}% of SMs are active: '
+                      'kernels too small to fill the GPU; batch more frames or run streams concurrently'))
     if not math.isnan(occ) and sm >= 20 and occ < 15:
-        notes.append(f'SM occupancy {occ:.1f}%: few warps resident per SM (register/shared-memory bound or '
-                     'small grids); latency is not being hidden')
+        notes.append(('low_occupancy', f'SM occupancy {occ:.1f}%: few warps resident per SM '
+                      '(register/shared-memory bound or small grids); latency is not being hidden'))
     if not math.isnan(dram) and dram >= 70:
-        notes.append(f'DRAM bandwidth {dram:.0f}% of peak: memory bound; fuse kernels, lower precision or '
-                     'cut copies before adding compute')
+        notes.append(('memory_bound', f'DRAM bandwidth {dram:.0f}% of peak: memory bound; fuse kernels, '
+                      'lower precision or cut copies before adding compute'))
     if not math.isnan(hmma) and not math.isnan(tensor) and tensor >= 5 and hmma < 0.2 * tensor:
-        notes.append(f'tensor cores {tensor:.1f}% active, little of it FP16/BF16 ({hmma:.1f}%): TF32 or INT8 '
-                     'paths in use')
+        notes.append(('tensor_not_fp16', f'tensor cores {tensor:.1f}% active, little of it FP16/BF16 '
+                      f'({hmma:.1f}%): TF32 or INT8 paths in use'))
     return notes
