@@ -33,7 +33,6 @@ import json
 import math
 import os
 import platform
-import random
 import signal
 import subprocess
 import sys
@@ -43,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+from monitor_overhead import bench_env, hz_report  # the same naive watcher and set-up (benchmarks/)
 
 HERE = Path(__file__).resolve()
 KINDS = {  # kind -> (rate Hz, message description)
@@ -185,13 +185,7 @@ def role_naive(args) -> None:
         node.create_subscription(Imu if kind_of(t) == 'imu' else Image, t, make_callback(t),
                                  qos_profile_sensor_data)
 
-    def report():   # ros2 topic hz prints the mean rate and std over its window once per second
-        for lst in times.values():
-            if len(lst) > 1:
-                deltas = [b - a for a, b in zip(lst[:-1], lst[1:], strict=True)]
-                mean = sum(deltas) / len(deltas)
-                _ = (1e9 / mean, (sum((d - mean) ** 2 for d in deltas) / len(deltas)) ** 0.5)
-    node.create_timer(1.0, report)
+    node.create_timer(1.0, lambda: hz_report(times.values()))
     from rclpy.executors import SingleThreadedExecutor  # ros2 topic hz spins the default executor
     executor = SingleThreadedExecutor()
     executor.add_node(node)
@@ -314,10 +308,7 @@ def main() -> None:
         roles[args.role](args)
         return
 
-    env = dict(os.environ)
-    env.setdefault('ROS_DOMAIN_ID', str(random.randint(150, 230)))
-    env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-    env['PYTHONPATH'] = str(HERE.parents[1]) + os.pathsep + env.get('PYTHONPATH', '')
+    env = bench_env()
     if args.fastdds_profile:
         env['FASTDDS_DEFAULT_PROFILES_FILE'] = str(Path(args.fastdds_profile).resolve())
     counts = {'imu': args.imu, 'vga': args.vga, 'hd': args.hd}
