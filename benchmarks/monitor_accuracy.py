@@ -204,7 +204,7 @@ def monitor_report(node, now_ns: int) -> dict:
             s = stream.snapshot(now_ns)
             out[topic] = {'publisher_rate_hz': s.publisher_rate_hz, 'received_rate_hz': s.received_rate_hz,
                           'transport_loss_fraction': s.transport_loss_fraction, 'drops': s.drops,
-                          'drops_source': s.drop_source, 'count': s.count,
+                          'drops_source': s.drop_source, 'count': s.count, 'age_s': s.age_s,
                           'frame_rate_node_hz': s.frame_rate_node_hz,
                           'frame_rate_msg_hz': s.frame_rate_msg_hz,
                           'qos': getattr(watch, 'qos_reliability', '')}
@@ -350,7 +350,10 @@ def main() -> None:
     rows = []
     for t in all_topics:
         m = monitor.get('topics', {}).get(t, {})
-        true = window_rate(truth.get(t, np.zeros(0, np.int64)), start_ns, end_ns)
+        # The monitor's window holds what it had drained by `end`: shift the truth by its lag (the age of
+        # its newest message) so both cover the same publications.
+        lag_ns = int(1e9 * m.get('age_s', 0.0)) if math.isfinite(m.get('age_s', math.nan)) else 0
+        true = window_rate(truth.get(t, np.zeros(0, np.int64)), start_ns - lag_ns, end_ns - lag_ns)
         pub = m.get('publisher_rate_hz', math.nan)
         rows.append({
             'topic': t, 'true_rate_hz': true, 'monitor_publisher_rate_hz': pub,
