@@ -263,3 +263,42 @@ def test_refused_start_up_leaves_a_destroyable_node_and_main_exits_2(ros_context
     assert result.returncode == 2, result.stderr[-2000:]
     assert 'cannot start' in result.stderr and 'window_s' in result.stderr
     assert 'Traceback' not in result.stderr
+
+
+def test_greenwave_keys_sequence_drops_and_engine_batch_size_exact(harness, spin):
+    """A scripted burst: 40 messages stamped exactly 100 ms apart (10 Hz expected), a reliable publisher,
+    and stage reports carrying engine_batch_size 2 and 4; every number checked is exact."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    h = harness(watched_topics=['/h1/burst'], expected_rates_hz=[10.0], window_s=60.0)
+    pub = h.node.create_publisher(Temperature, '/h1/burst', QoSProfile(depth=100,
+                                                                        reliability=ReliabilityPolicy.RELIABLE))
+    stages = h.node.create_publisher(Float64MultiArray, '/h1/batcher/stage_times', 10)
+    assert spin(h.executor, lambda: h.monitor.watches['/h1/burst'].qos_reliability == 'reliable'
+                and pub.get_subscription_count() >= 1 and stages.get_subscription_count() >= 1, 10.0)
+    t0 = time.time_ns() - 10 * 1_000_000_000
+    for k in range(40):
+        msg = Temperature()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(t0 + k * 100_000_000, 1_000_000_000)
+        pub.publish(msg)
+        labels, data = stage_times.encode(stage_times.StageReport(
+            time.time_ns(), 1, {'infer': 1.0}, {'engine_batch_size': 2.0 if k % 2 else 4.0}))
+        report = Float64MultiArray(data=data)
+        report.layout.dim = [MultiArrayDimension(label=name, size=1, stride=1) for name in labels]
+        stages.publish(report)
+
+    def ready():
+        stage = (h.metrics or {}).get('stages', {}).get('/h1/batcher/stage_times', {})
+        return h.topic('/h1/burst').get('count', 0) == 40 and stage.get('reports', 0) == 40 \
+            and '/h1/burst' in h.statuses and values(h.statuses['/h1/burst']).get('message_count') == '40'
+    assert spin(h.executor, ready, 10.0), h.metrics
+    t = h.topic('/h1/burst')
+    assert t['drops_sequence'] == 0 and t['drops'] == 0 and t['watch_reliable'] == 1.0
+    assert t['frame_rate_msg_hz'] == 10.0 and t['mean_abs_jitter_msg_us'] == 0.0
+    assert t['jitter_outliers_msg'] == 0 and t['transport_loss_percent'] == 0.0
+    kv = values(h.statuses['/h1/burst'])
+    assert (kv['frame_rate_msg'], kv['mean_abs_jitter_msg'], kv['max_abs_jitter_msg']) == ('10.000', '0', '0')
+    assert (kv['total_dropped_frames'], kv['drops'], kv['drops_source']) == ('0', '0', 'sequence')
+    assert kv['watch_qos'].startswith('reliable: all 1 publisher(s) offer reliable')
+    stage = h.metrics['stages']['/h1/batcher/stage_times']
+    assert stage['engine_batch_size_mean'] == 3.0 and stage['engine_batch_size_max'] == 4.0
+    assert h.metrics['global']['pipeline_engine_batch_size_mean'] == 3.0

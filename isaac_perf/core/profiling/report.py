@@ -37,6 +37,7 @@ from isaac_perf.core.profiling.practices import (
     KIND_ACTIONS,
     TIME_SHARE_PRACTICES,
 )
+from isaac_perf.core.telemetry.gpm import GPM_FIELDS, GpmSample, headroom_findings
 from isaac_perf.core.telemetry.stats import percentile, summarize
 
 REPORT_SCHEMA = 'isaac_perf.report/1'
@@ -245,6 +246,7 @@ def analyze(profile: dict[str, Any], *, share_threshold: float = 0.20, cv_thresh
                     fn['self_fraction'] * frame_mean,
                     f"{fn['function']} is on top of {100 * fn['self_fraction']:.1f}% of the busy samples "
                     f"({hot.get('source', '?')})"))
+    bottlenecks += gpu_headroom_bottlenecks(profile.get('gpu_headroom') or {})
     # Most frame time at stake first; ties keep the stage order (stable sort).
     bottlenecks.sort(key=lambda b: -b.impact_ms)
 
@@ -267,6 +269,31 @@ def analyze(profile: dict[str, Any], *, share_threshold: float = 0.20, cv_thresh
                   hot_functions=hot, allocation_sites=sites, warnings=warnings)
 
 
+_HEADROOM_PRACTICES = {
+    'tensor_idle': ('Quantize models when accuracy allows', 'Use TensorRT optimizations'),
+    'tensor_not_fp16': ('Quantize models when accuracy allows',),
+    'sm_underfilled': ('Batch operations when possible', 'Maximize occupancy'),
+    'low_occupancy': ('Maximize occupancy',),
+    'memory_bound': ('Optimize memory bandwidth', 'Minimize memory copies'),
+}
+
+
+def gpu_headroom_bottlenecks(gpus: dict[str, dict[str, float]]) -> list[Bottleneck]:
+    """Bottlenecks from NVML GPM per GPU: `gpus` maps a GPU index to its /performance_metrics GPU block
+    (`util_percent` and the GPM fields, e.g. as `isaac-perf run` records them). No frame time is attached
+    to them (impact 0): they say where the GPU has room, not what a frame waits for."""
+    out = []
+    for index, values in gpus.items():
+        sample = GpmSample(index=int(index) if str(index).isdigit() else 0, supported=True)
+        sample.values.update({k: float(v) for k, v in values.items() if k in GPM_FIELDS})
+        for cause, text in headroom_findings(float(values.get('util_percent', math.nan)), sample):
+            value = sample.get('tensor_active_percent' if cause.startswith('tensor') else
+                               'dram_bw_util_percent' if cause == 'memory_bound' else
+                               'sm_occupancy_percent' if cause == 'low_occupancy' else 'sm_active_percent')
+            out.append(Bottleneck(f'gpu{index}', cause, value, 0.0, 0.0, text))
+    return out
+
+
 def _uses_gpu(s: StageStats | None, min_gpu_ms: float) -> bool:
     """Did the stage keep the GPU busy? A CPU-only stage's event pair measures a few microseconds."""
     return s is not None and s.gpu_mean_ms is not None and s.gpu_mean_ms >= min_gpu_ms
@@ -277,6 +304,8 @@ def _practices_for(b: Bottleneck, s: StageStats | None, alloc_threshold_bytes: f
     """The catalogue practices that answer this bottleneck's measured cause."""
     if b.cause == 'hot_function':
         return ('Profile and optimize hotspots',)
+    if b.cause in _HEADROOM_PRACTICES:
+        return _HEADROOM_PRACTICES[b.cause]
     if b.cause == 'allocation':
         if s is not None and s.kind == 'transfer':
             return ('Pre-allocate memory pools', 'Use pinned memory for host transfers')

@@ -258,6 +258,7 @@ class StageSnapshot:
     stages_ms: dict[str, Summary] = field(default_factory=dict)  # includes 'total'
     age_s: float = math.inf
     malformed: int = 0
+    engine_batch_size: Summary = Summary()   # frames in the GPU batch each frame ran in (stream_batcher)
 
 
 class StageStats:
@@ -272,6 +273,7 @@ class StageStats:
         self._arrival = Ring(capacity, np.int64, 0)
         self._latency = Ring(capacity)
         self._batch = Ring(capacity)
+        self._engine_batch = Ring(capacity)
         self._stages: dict[str, Ring] = {}
         self._max_stages = max_stages
         self._lock = threading.Lock()
@@ -281,10 +283,13 @@ class StageStats:
         self.malformed = 0
         self._last_arrival_ns: int | None = None
 
-    def record(self, now_ns: int, stamp_ns: int, batch_size: int, stages_ms: dict[str, float]) -> None:
-        """Note one report received at `now_ns`; `stamp_ns` 0 means the frame stamp is unknown."""
+    def record(self, now_ns: int, stamp_ns: int, batch_size: int, stages_ms: dict[str, float],
+               engine_batch_size: float = NAN) -> None:
+        """Note one report received at `now_ns`; `stamp_ns` 0 means the frame stamp is unknown;
+        `engine_batch_size` NaN where the reporter does not batch across streams."""
         with self._lock:
             self._arrival.push(now_ns)
+            self._engine_batch.push(engine_batch_size)
             self._latency.push((now_ns - stamp_ns) / NS_PER_MS if stamp_ns > 0 else np.nan)
             self._batch.push(batch_size)
             total = 0.0
@@ -334,6 +339,7 @@ class StageStats:
             arrival = self._arrival.values()
             latency = self._latency.values()
             batch = self._batch.values()
+            engine_batch = self._engine_batch.values()
             stages = {name: ring.values() for name, ring in self._stages.items()}
             reports, frames, malformed = self.reports, self.frames, self.malformed
             last = self._last_arrival_ns
@@ -350,4 +356,5 @@ class StageStats:
         return StageSnapshot(
             reports=reports, frames=frames, fps=fps, latency_ms=summarize(latency[in_window]),
             batch_size=summarize(batch), stages_ms=stage_summaries,
-            age_s=math.inf if last is None else (now_ns - last) / NS_PER_S, malformed=malformed)
+            age_s=math.inf if last is None else (now_ns - last) / NS_PER_S, malformed=malformed,
+            engine_batch_size=summarize(engine_batch[in_window]))
