@@ -46,6 +46,7 @@ from isaac_perf.core.telemetry.system import SystemSample, SystemSampler
 from isaac_perf.ros.diagnostics import Updater
 from isaac_perf.ros.node_main import StartupError, run_node
 from isaac_perf.ros.params import declare_params
+from isaac_perf.ros.stage_reports import stage_report_from_msg
 from isaac_perf.ros.topic_watch import WATCH_MODES, TopicWatch, watch_qos
 
 NAN = float('nan')
@@ -327,7 +328,7 @@ class PerfMonitor(Node):
         now = time.time_ns()
         stats = self.stages[topic]
         try:
-            report = stage_times.decode([d.label for d in msg.layout.dim], list(msg.data))
+            report = stage_report_from_msg(msg)
         except ValueError as exc:
             stats.note_malformed()
             if topic not in self._logged_malformed:
