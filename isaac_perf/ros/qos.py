@@ -141,6 +141,49 @@ def _keys_help() -> str:
             'manual_by_topic; depth=N; deadline=MS; lifespan=MS; lease=MS')
 
 
+def _profile_key(token: str) -> QoSProfile:
+    """`profile:<kind>[@rate]`: the advisor's profile for that kind of stream."""
+    kind, _, rate = token.lower()[len('profile:'):].partition('@')
+    default_rate = 30.0 if kind in ('sensor', 'results', 'control') else None
+    try:
+        spec = profile_for(kind, float(rate) if rate else default_rate)
+    except ValueError as exc:
+        raise ValueError(f'QoS key {token!r}: {exc}') from None
+    return to_qos_profile(spec)
+
+
+def _apply_number(profile: QoSProfile, token: str) -> None:
+    """`depth=N` (or a bare N), `deadline=`/`lifespan=`/`lease=` milliseconds."""
+    low = token.lower()
+    key, _, value = low.partition('=') if '=' in low else ('depth', '', low)
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f'QoS key {token!r}: {value!r} is not a number') from None
+    if key == 'depth':
+        if number < 0 or number != int(number):
+            raise ValueError(f'QoS key {token!r}: depth must be a whole number >= 0')
+        profile.depth = int(number)
+    elif key in ('deadline', 'lifespan', 'lease'):
+        if number <= 0:
+            raise ValueError(f'QoS key {token!r}: {key} must be > 0 ms')
+        setattr(profile, {'deadline': 'deadline', 'lifespan': 'lifespan',
+                          'lease': 'liveliness_lease_duration'}[key], _duration(number))
+    else:
+        raise ValueError(f'QoS key {token!r} is unknown: use one of {_keys_help()}')
+
+
+def _apply_policy(profile: QoSProfile, token: str) -> bool:
+    """One policy keyword (reliability, durability, history, liveliness); False when it is none of them."""
+    low = token.lower()
+    for table, attribute in ((_RELIABILITY, 'reliability'), (_DURABILITY, 'durability'),
+                             (_HISTORY, 'history'), (_LIVELINESS, 'liveliness')):
+        if low in table:
+            setattr(profile, attribute, table[low])
+            return True
+    return False
+
+
 def parse_qos_name(name: str, depth: int | None = None) -> QoSProfile:
     """Parse a comma-separated list of short keys (see the module docstring); ValueError names the bad key."""
     if not isinstance(name, str) or not name.strip():
@@ -154,38 +197,11 @@ def parse_qos_name(name: str, depth: int | None = None) -> QoSProfile:
         if token.upper() in PRESETS:
             profile = _copy(preset_profile(token))
         elif low.startswith('profile:'):
-            kind, _, rate = low[len('profile:'):].partition('@')
-            try:
-                spec = profile_for(kind, float(rate) if rate else (30.0 if kind in ('sensor', 'results',
-                                                                                    'control') else None))
-            except ValueError as exc:
-                raise ValueError(f'QoS key {token!r}: {exc}') from None
-            profile = to_qos_profile(spec)
-        elif low in _RELIABILITY:
-            profile.reliability = _RELIABILITY[low]
-        elif low in _DURABILITY:
-            profile.durability = _DURABILITY[low]
-        elif low in ('keep_last', 'keep_all'):
-            profile.history = _HISTORY[low]
-        elif low in ('automatic', 'manual_by_topic'):
-            profile.liveliness = _LIVELINESS[low]
+            profile = _profile_key(token)
+        elif _apply_policy(profile, token):
+            pass
         elif low.isdigit() or '=' in low:
-            key, _, value = low.partition('=') if '=' in low else ('depth', '', low)
-            try:
-                number = float(value)
-            except ValueError:
-                raise ValueError(f'QoS key {token!r}: {value!r} is not a number') from None
-            if key == 'depth':
-                if number < 0 or number != int(number):
-                    raise ValueError(f'QoS key {token!r}: depth must be a whole number >= 0')
-                profile.depth = int(number)
-            elif key in ('deadline', 'lifespan', 'lease'):
-                if number <= 0:
-                    raise ValueError(f'QoS key {token!r}: {key} must be > 0 ms')
-                setattr(profile, {'deadline': 'deadline', 'lifespan': 'lifespan',
-                                  'lease': 'liveliness_lease_duration'}[key], _duration(number))
-            else:
-                raise ValueError(f'QoS key {token!r} is unknown: use one of {_keys_help()}')
+            _apply_number(profile, token)
         else:
             raise ValueError(f'QoS key {token!r} is unknown: use one of {_keys_help()}')
     if depth is not None:
