@@ -78,8 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help='worker in FP16 (default on, --quick off)')
     p.add_argument('--cuda-graphs', action=argparse.BooleanOptionalAction, default=None,
                    help='worker replays CUDA graphs (default on, --quick off)')
-    p.add_argument('--executor', default='', help='ISAAC_PERF_EXECUTOR for the worker (events, single, '
-                   'multi; empty = the node default)')
+    p.add_argument('--executor', default='', help='ISAAC_PERF_EXECUTOR for the worker and the ceiling\'s '
+                   'subscriber (events, single, multi; empty = the node default, single for the subscriber)')
     p.add_argument('--worker-param', action='append', default=[], metavar='NAME=YAML',
                    help='extra worker parameter, e.g. input_reliability=best_effort (repeatable)')
     p.add_argument('--no-monitor', action='store_true', help='start no perf_monitor process')
@@ -359,7 +359,9 @@ def run_pipeline(args: argparse.Namespace, worker: str, cams: int, width: int, h
                 continue
             group.start(node, node_argv(mod, node, params_files(worker, node, params[node], logs)))
         raw = measure(group, spec, args, t0, name)
-    return summarize_pipeline(raw, worker, name, cams, width, height, dds, args.rate)
+    row = summarize_pipeline(raw, worker, name, cams, width, height, dds, args.rate)
+    row['executor'] = args.executor or 'node default'
+    return row
 
 
 def run_ceiling(args: argparse.Namespace, worker: str, cams: int, width: int, height: int, dds: str,
@@ -369,6 +371,7 @@ def run_ceiling(args: argparse.Namespace, worker: str, cams: int, width: int, he
                 'data': str(logs / 'published.json')}
     (logs / 'publish.spec.json').write_text(json.dumps(pub_spec))
     spec = {'kind': 'image', 'topics': [f'/camera_{i}/image_raw' for i in range(cams)],
+            'executor': args.executor,
             'qos': worker_input_qos(worker), 'marker': str(logs / 'first_result'),
             'data': str(logs / 'observed.json')}
     with Group(dds_environment(dds), logs) as group:
@@ -376,6 +379,7 @@ def run_ceiling(args: argparse.Namespace, worker: str, cams: int, width: int, he
         group.start('publisher', [sys.executable, str(Path(__file__).resolve()), '--role', 'publish',
                                   '--spec', str(logs / 'publish.spec.json')])
         raw = measure(group, spec, args, t0, None)
+    raw['executor'] = args.executor or 'single'
     published = json.loads(Path(pub_spec['data']).read_text()) if Path(pub_spec['data']).exists() else {}
     return summarize_ceiling(raw, published, worker, cams, width, height, dds, args.rate)
 
@@ -509,6 +513,7 @@ def summarize_pipeline(raw: dict[str, Any], worker: str, name: str, cams: int, w
 def summarize_ceiling(raw: dict[str, Any], published: dict[str, Any], worker: str, cams: int, width: int,
                       height: int, dds: str, rate: float) -> dict[str, Any]:
     row: dict[str, Any] = {'section': 'ceiling', 'worker': WORKERS[worker][1], 'cameras': cams,
+                           'executor': raw.get('executor', ''),
                            'width': width, 'height': height, 'dds': dds, 'rate_hz': rate,
                            'qos': worker_input_qos(worker), 'failure': raw.get('failure', ''),
                            'cpu_percent': raw.get('cpu_percent', {}),
@@ -591,7 +596,8 @@ def role_observe(spec: dict[str, Any]) -> int:
                                                       'diagnostics': self.diagnostics}))
             super().destroy_node()
 
-    return run_node(Observer, [])
+    from isaac_perf.ros import executors
+    return run_node(Observer, [], executor_factory=executors.factory(spec.get('executor', ''), 'single'))
 
 
 def role_publish(spec: dict[str, Any]) -> int:
@@ -646,7 +652,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         cpu = ' '.join(f'{k[:3]}:{v:.0f}' for k, v in r.get('cpu_percent', {}).items())
         lines.append(
             f"{r['section']:8} {r.get('worker', ''):14} {r['cameras']:>4} {r['width']}x{r['height']:<4} "
-            f"{r.get('dds', '-'):10} {_f(r.get('offered_fps')):>7} "
+            f"{r.get('dds', '-') + ('/' + r['executor'][:6] if r.get('executor') else ''):10} "
+            f"{_f(r.get('offered_fps')):>7} "
             f"{_f(r.get('delivered_fps', r.get('fps'))):>7} "
             f"{_f(r.get('delivered_percent'), 0):>5} {_f(lat.get('p50')):>6} {_f(lat.get('p90')):>6} "
             f"{_f(lat.get('p99')):>7} {_f(lat.get('max')):>7} {_f(r.get('first_result_s')):>7} {drops:>22} "
@@ -674,6 +681,8 @@ def main(argv: list[str] | None = None) -> int:
         spec = json.loads(Path(args.spec).read_text())
         return role_observe(spec) if args.role == 'observe' else role_publish(spec)
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    # SIGTERM (a timeout, a CI runner) as an exception, so the running group is killed on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     rows_spec = parse_rows(args.rows)
     configs = [c.strip() for c in args.dds.split(',') if c.strip()]
     sections = {s.strip() for s in args.sections.split(',') if s.strip()}
