@@ -39,6 +39,10 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None,
     except StartupError as exc:
         print(f'[{getattr(factory, "__name__", "node")}] cannot start: {exc}', file=sys.stderr)
         code = 2
+    except Exception:
+        if rclpy.ok():
+            raise
+        # Ctrl-C during a slow start-up shut the context down under the constructor: a stop, not a crash.
     finally:
         if executor is not None:
             executor.shutdown()
