@@ -146,12 +146,12 @@ def dds_environment(config: str, base: dict[str, str] | None = None) -> dict[str
 
 # ------------------------------------------------------------------------------- node parameters
 
-def node_params(args: argparse.Namespace, worker: str, cams: int, width: int, height: int,
-                model_dir: Path) -> dict[str, dict[str, Any]]:
-    """image_source / worker / perf_monitor parameters, as pipeline.launch.py / batcher.launch.py set them."""
+def launched_nodes(args: argparse.Namespace, worker: str, cams: int, width: int, height: int,
+                   model_dir: Path) -> list[Any]:
+    """The graph pipeline.launch.py / batcher.launch.py start (core.pipeline_graph), with this engine."""
     import yaml
 
-    from isaac_perf.app.run import pipeline_params
+    from isaac_perf.core import pipeline_graph as graph
     from isaac_perf.core.paths import config_file
     model: dict[str, Any] = {'model': args.model}
     if args.model == 'detector64':  # small enough for a 2-core CPU at camera rates
@@ -159,42 +159,22 @@ def node_params(args: argparse.Namespace, worker: str, cams: int, width: int, he
         path = build_detector(64, 64, num_classes=4, cache_dir=model_dir)
         model = {'model': '', 'model_file_path': str(path), 'task': 'detection'}
     engine = {'backend': args.backend, 'enable_fp16': bool(args.fp16), 'cuda_graphs': bool(args.cuda_graphs),
-              **model}
-    if args.quick:
-        engine['device'] = 'cpu'
-    if worker == 'inference':
-        params = pipeline_params(config_file('pipeline.yaml'), cameras=cams, rate=args.rate, width=width,
-                                 height=height)
-        params['inference_node'].update(engine)
-        worker_params = params['inference_node']
-        source, monitor = params['image_source'], params['perf_monitor']
-    else:  # batcher.launch.py
-        topics = [f'/camera_{i}/image_raw' for i in range(cams)]
-        source = {'camera_count': cams, 'topic_pattern': '/camera_{i}/image_raw', 'rate_hz': float(args.rate),
-                  'width': width, 'height': height}
-        worker_params = {'camera_topics': topics, 'max_batch_size': 8, 'max_queue_delay_ms': 5.0,
-                         'num_streams': 2, **engine}
-        monitor = {'watched_topics': topics + [f'{t}/detections' for t in topics],
-                   'expected_rates_hz': [float(args.rate)]}
+              **model, **({'device': 'cpu'} if args.quick else {})}
     for item in args.worker_param:
         name, _, text = item.partition('=')
-        worker_params[name.strip()] = yaml.safe_load(text)
-    return {'image_source': source, WORKERS[worker][1]: worker_params, 'perf_monitor': monitor}
-
-
-def params_files(worker: str, name: str, values: dict[str, Any], folder: Path) -> list[str]:
-    """The --params-file arguments of one node (the batcher reads its shipped file first, as launch does)."""
-    import yaml
-
-    from isaac_perf.core.paths import config_file
-    path = folder / f'{name}.yaml'
-    path.write_text(yaml.safe_dump({name: {'ros__parameters': values}}))
-    files = []
-    if name == 'stream_batcher':
-        files.append(str(config_file('stream_batcher.yaml')))
-    elif name == 'perf_monitor' and worker == 'stream_batcher':
-        files.append(str(config_file('perf_monitor.yaml')))
-    return files + [str(path)]
+        engine[name.strip()] = yaml.safe_load(text)
+    if worker == 'inference':
+        params = graph.pipeline_params(config_file('pipeline.yaml'), cameras=cams, rate=args.rate,
+                                       width=width, height=height)
+        params['inference_node'].update(engine)
+        nodes = graph.pipeline_nodes(params, use_monitor=not args.no_monitor)
+    else:  # batcher.launch.py's defaults
+        batcher = {'max_batch_size': 8, 'max_queue_delay_ms': 5.0, 'num_streams': 2, **engine}
+        nodes = graph.batcher_nodes(cams, args.rate, width, height, str(config_file('stream_batcher.yaml')),
+                                    str(config_file('perf_monitor.yaml')), batcher)
+        if args.no_monitor:
+            nodes = [n for n in nodes if n.name != 'perf_monitor']
+    return nodes
 
 
 # ------------------------------------------------------------------------------------------ processes
@@ -261,13 +241,6 @@ class Group:
                          'engine_ready_s': float(ready[0]) if ready else None,
                          'cameras_marked_stopped': len(STOPPED_LINE.findall(text))}
         return out
-
-
-def node_argv(module: str, name: str, files: list[str]) -> list[str]:
-    argv = [sys.executable, '-m', module, '--ros-args', '-r', f'__node:={name}']
-    for f in files:
-        argv += ['--params-file', f]
-    return argv
 
 
 def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
@@ -344,8 +317,9 @@ def measure(group: Group, spec: dict[str, Any], args: argparse.Namespace, t0_ns:
 
 def run_pipeline(args: argparse.Namespace, worker: str, cams: int, width: int, height: int, dds: str,
                  logs: Path) -> dict[str, Any]:
-    module, name = WORKERS[worker]
-    params = node_params(args, worker, cams, width, height, logs.parent / 'models')
+    from isaac_perf.core.pipeline_graph import process_command
+    name = WORKERS[worker][1]
+    nodes = launched_nodes(args, worker, cams, width, height, logs.parent / 'models')
     env = dds_environment(dds)
     if args.executor:
         env['ISAAC_PERF_EXECUTOR'] = args.executor
@@ -353,11 +327,8 @@ def run_pipeline(args: argparse.Namespace, worker: str, cams: int, width: int, h
             'data': str(logs / 'observed.json')}
     with Group(env, logs) as group:
         t0 = time.time_ns()
-        for node, mod in ((name, module), ('image_source', 'isaac_perf.nodes.image_source'),
-                          ('perf_monitor', 'isaac_perf.nodes.perf_monitor')):
-            if node == 'perf_monitor' and args.no_monitor:
-                continue
-            group.start(node, node_argv(mod, node, params_files(worker, node, params[node], logs)))
+        for node in nodes:
+            group.start(node.name, process_command(node, logs))
         raw = measure(group, spec, args, t0, name)
     row = summarize_pipeline(raw, worker, name, cams, width, height, dds, args.rate)
     row['executor'] = args.executor or 'node default'
@@ -386,8 +357,8 @@ def run_ceiling(args: argparse.Namespace, worker: str, cams: int, width: int, he
 
 def worker_input_qos(worker: str) -> str:
     """The QoS the worker subscribes cameras with, by its shipped defaults."""
-    from isaac_perf.app.run import load_params_file
     from isaac_perf.core.paths import config_file
+    from isaac_perf.core.pipeline_graph import load_params_file
     if worker == 'inference':
         values = load_params_file(config_file('pipeline.yaml'))['inference_node']
         return values.get('input_qos', 'SENSOR_DATA')

@@ -60,3 +60,11 @@ def test_apply_updates_the_mapping_in_place():
     decision = apply(env)
     assert env == {'PATH': '/bin', **decision.environment}
     assert apply(env).environment == {}  # already set: a second apply keeps it (user's or ours)
+
+
+def test_every_launch_file_gives_its_nodes_the_profile():
+    from pathlib import Path
+    for path in sorted((Path(__file__).resolve().parents[1] / 'launch').glob('*.launch.py')):
+        text = path.read_text()
+        assert text.count('Node(') == text.count('additional_env=dds_environment()'), path.name
+        assert 'from isaac_perf.core.dds_profile import dds_environment' in text, path.name

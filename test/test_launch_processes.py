@@ -13,13 +13,11 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
-import yaml
 
 pytest.importorskip('rclpy')
 
@@ -29,7 +27,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Float32MultiArray, Float64MultiArray  # noqa: E402
 
-from isaac_perf.core import dds_profile  # noqa: E402
+from isaac_perf.core import dds_profile, pipeline_graph  # noqa: E402
 from isaac_perf.core.inference.models import build_detector  # noqa: E402
 from isaac_perf.core.paths import config_file  # noqa: E402
 
@@ -42,52 +40,38 @@ MEASURED_S = 4.0
 ERROR_LINE = re.compile(r'\[ERROR\]|Traceback|exception was never retrieved|Failed to publish', re.IGNORECASE)
 
 
-def launch_params(worker: str, model: str) -> dict[str, dict]:
-    """Each node's parameters as pipeline.launch.py / batcher.launch.py give them, on a small CPU model."""
+def launched(worker: str, model: str) -> list[pipeline_graph.LaunchedNode]:
+    """The nodes pipeline.launch.py / batcher.launch.py start (core.pipeline_graph), on a small CPU model."""
     engine = {'model': '', 'model_file_path': model, 'task': 'detection', 'backend': 'onnxruntime',
               'device': 'cpu', 'enable_fp16': False, 'cuda_graphs': False}
     if worker == 'inference_node':
-        from isaac_perf.app.run import pipeline_params
-        params = pipeline_params(config_file('pipeline.yaml'), cameras=CAMERAS, rate=RATE, width=WIDTH,
-                                 height=HEIGHT)
+        params = pipeline_graph.pipeline_params(config_file('pipeline.yaml'), cameras=CAMERAS, rate=RATE,
+                                                width=WIDTH, height=HEIGHT)
         params['inference_node'].update(engine)
-        return params
-    return {'image_source': {'camera_count': CAMERAS, 'topic_pattern': '/camera_{i}/image_raw',
-                             'rate_hz': RATE, 'width': WIDTH, 'height': HEIGHT},
-            'stream_batcher': {'camera_topics': TOPICS, 'max_batch_size': 8, 'max_queue_delay_ms': 5.0,
-                               'num_streams': 2, **engine},
-            'perf_monitor': {'watched_topics': TOPICS + [f'{t}/detections' for t in TOPICS],
-                             'expected_rates_hz': [RATE]}}
+        return pipeline_graph.pipeline_nodes(params)
+    return pipeline_graph.batcher_nodes(CAMERAS, RATE, WIDTH, HEIGHT, str(config_file('stream_batcher.yaml')),
+                                        str(config_file('perf_monitor.yaml')), engine)
 
 
-MODULES = {'image_source': 'isaac_perf.nodes.image_source', 'inference_node': 'isaac_perf.nodes.inference',
-           'stream_batcher': 'isaac_perf.nodes.stream_batcher',
-           'perf_monitor': 'isaac_perf.nodes.perf_monitor'}
-
-
-def start_nodes(worker: str, params: dict[str, dict], folder: Path
+def start_nodes(nodes: list[pipeline_graph.LaunchedNode], folder: Path
                 ) -> tuple[dict[str, subprocess.Popen], int]:
     env = dict(os.environ, PYTHONUNBUFFERED='1',
                PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get('PYTHONPATH', '')) if p))
     for name in (dds_profile.PROFILE_VARIABLE, dds_profile.SWITCH_VARIABLE):
         env.pop(name, None)
-    assert dds_profile.apply(env).applied  # what every launch file does
+    env.update(dds_profile.dds_environment())  # what every launch file adds (Node additional_env)
+    assert dds_profile.PROFILE_VARIABLE in env
     procs: dict[str, subprocess.Popen] = {}
     pgid = 0
-    for name in (worker, 'image_source', 'perf_monitor'):
-        files = [str(config_file('stream_batcher.yaml'))] if name == 'stream_batcher' else []
-        path = folder / f'{name}.yaml'
-        path.write_text(yaml.safe_dump({name: {'ros__parameters': params[name]}}))
-        argv = [sys.executable, '-m', MODULES[name], '--ros-args', '-r', f'__node:={name}']
-        for f in files + [str(path)]:
-            argv += ['--params-file', f]
-        log = open(folder / f'{name}.log', 'w')  # noqa: SIM115 - closed by stop_nodes
+    for node in nodes:
+        log = open(folder / f'{node.name}.log', 'w')  # noqa: SIM115 - closed by stop_nodes
         # One process group, as a terminal's children under launch (Popen's process_group is 3.11+).
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, preexec_fn=lambda g=pgid: os.setpgid(0, g))
+        proc = subprocess.Popen(pipeline_graph.process_command(node, folder), cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                preexec_fn=lambda g=pgid: os.setpgid(0, g))
         proc.log = log
         pgid = pgid or proc.pid
-        procs[name] = proc
+        procs[node.name] = proc
     return procs, pgid
 
 
@@ -144,7 +128,7 @@ def model(tmp_path_factory):
 
 @pytest.mark.parametrize('worker', ['inference_node', 'stream_batcher'])
 def test_separate_processes_deliver_every_frame_and_stop_cleanly(worker, model, ros_context, tmp_path):
-    procs, pgid = start_nodes(worker, launch_params(worker, model), tmp_path)
+    procs, pgid = start_nodes(launched(worker, model), tmp_path)
     stopped = False
     try:
         watcher = Watcher(ros_context, worker)

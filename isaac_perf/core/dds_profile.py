@@ -72,6 +72,11 @@ def profile_environment(environ: Mapping[str, str] | None = None) -> DdsDecision
     return DdsDecision({PROFILE_VARIABLE: str(path)}, f'{PROFILE_VARIABLE}={path}')
 
 
+def dds_environment() -> dict[str, str]:
+    """What a launch file adds to each node's environment (launch_ros Node(additional_env=...))."""
+    return profile_environment().environment
+
+
 def apply(environ: MutableMapping[str, str] | None = None) -> DdsDecision:
     """Set the large-frame configuration in `environ` (default os.environ); call before rclpy.init."""
     env = os.environ if environ is None else environ
