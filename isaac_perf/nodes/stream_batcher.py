@@ -178,6 +178,11 @@ class StreamBatcher(Node):
         return engines.engine if engines is not None else None
 
     @property
+    def listening(self) -> bool:
+        """True once the cameras are subscribed (after the first engine is ready)."""
+        return self._listening
+
+    @property
     def plan(self) -> ModelPlan | None:
         engines = self.engines
         return engines.plan if engines is not None else None
