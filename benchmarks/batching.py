@@ -73,12 +73,9 @@ from isaac_perf.core.inference.engines.base import EngineOptions, to_numpy  # no
 from isaac_perf.core.inference.engines.factory import create_engine  # noqa: E402
 from isaac_perf.core.inference.postprocess import topk  # noqa: E402
 from isaac_perf.core.inference.preprocess import PreprocessConfig  # noqa: E402
+from isaac_perf.core.telemetry.stats import percentile  # noqa: E402
 
 clock = time.perf_counter_ns
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q)) if values else float('nan')
 
 
 def post_top5(outputs: dict[str, np.ndarray], frames: list[Frame]) -> list[Any]:
@@ -327,8 +324,9 @@ def run_mode(runner, frames: list[list[np.ndarray]], fps: float, depth: int, war
     dropped_batcher = sum(c.dropped for c in runner.batcher.stats().cameras.values())
     extra = runner.close()
     return {'fps_offered': fps * len(frames), 'throughput_fps': len(window) / duration_s,
-            'frames': len(window), 'latency_ms_p50': pct(lat, 50), 'latency_ms_p90': pct(lat, 90),
-            'latency_ms_p99': pct(lat, 99), 'latency_ms_max': max(lat) if lat else float('nan'),
+            'frames': len(window), 'latency_ms_p50': percentile(lat, 50),
+            'latency_ms_p90': percentile(lat, 90),
+            'latency_ms_p99': percentile(lat, 99), 'latency_ms_max': max(lat) if lat else float('nan'),
             'latency_ms_mean': float(np.mean(lat)) if lat else float('nan'),
             'batch_size_mean': float(np.mean([b for _, _, b in window])) if window else float('nan'),
             'dropped': cams.skipped + dropped_batcher, 'produced': cams.produced, **extra}
@@ -389,7 +387,7 @@ def time_pairs(fn, iters: int) -> dict[str, float]:
         t = time.perf_counter_ns()
         fn()
         xs.append((time.perf_counter_ns() - t) / 1e3)
-    return {'median_us': pct(xs, 50), 'p99_us': pct(xs, 99), 'iters': iters}
+    return {'median_us': percentile(xs, 50), 'p99_us': percentile(xs, 99), 'iters': iters}
 
 
 def raw_cuda_runtime() -> Runtime | None:
@@ -504,7 +502,7 @@ def plot_trace(spans, path: Path, window_ms: float = 25.0) -> None:
 # ----------------------------------------------------------------------------------------------- main
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--out', default='results/batching.json')
     ap.add_argument('--quick', action='store_true', help='short runs (1 s each, no sweep); on a machine '
@@ -540,238 +538,283 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.quick:
         args.duration, args.warmup = min(args.duration, 1.0), min(args.warmup, 0.3)
         args.sweep = args.graph_sweep = ''
+    return args
 
-    runtime = create_runtime('auto')  # torch on a GPU; the CPU fallback elsewhere
-    gpu = runtime.is_gpu
-    # The CPU run only exercises the code: a 32x32 ResNet-50 keeps it short. --image-size 448 (4x the
-    # FLOPs) makes the GPU, not the host, the bottleneck, which is when uploads can hide under compute.
-    image = args.image_size or (224 if gpu else 32)
-    model_path = str(models.build_resnet50(image_size=image, cache_dir=args.model_dir))
-    flops = models.model_flops(model_path)
-    graph_engines = None
-    if gpu:
-        import torch
-        engine = create_engine('torch', model_path, EngineOptions(device='cuda', precision='fp16',
-                                                                  max_batch_size=256), fallback=False)
-        if not args.no_graphs:
-            t = time.perf_counter()
-            configs = (args.graph_sweep + ',' + args.trace_configs).split(',')
-            specs = [(args.streams, args.max_batch)] + [tuple(int(v) for v in x.split('x'))
-                                                         for x in configs if x]
-            top = max(b for _, b in specs)
-            buckets = tuple(b for b in (1, 2, 4, 8, 16, 32, 64, 128, 256) if b < top) + (top,)
-            opts = EngineOptions(device='cuda', precision='fp16', max_batch_size=256, cuda_graphs=True)
-            engines = [create_engine('torch', model_path, opts, fallback=False)
-                       for _ in range(max(k for k, _ in specs))]
-            for e in engines:
-                e.warmup(buckets, 1)  # captures one graph per bucket, outside the measurements
-            graph_engines = (engines, buckets)
-            print(f'{len(engines)} CUDA-graph engines, buckets {buckets}: {time.perf_counter() - t:.1f} s',
-                  flush=True)
-        torch.backends.cudnn.benchmark = args.cudnn_benchmark  # after the engines: each one turns it on
-    else:
-        engine = create_engine('onnxruntime', model_path, EngineOptions(device='cpu', max_batch_size=256))
-    cfg = PreprocessConfig(width=image, height=image)
-    env = {'python': platform.python_version(), 'runtime': runtime.describe(), 'engine': engine.backend,
-           'engine_device': engine.device, 'cpus': os.cpu_count(), 'model': os.path.basename(model_path),
-           'model_flops_per_image': flops, 'date': time.strftime('%Y-%m-%d %H:%M:%S')}
-    if gpu:
-        import torch
-        env.update(torch=torch.__version__, gpu=torch.cuda.get_device_name(0),
-                   cudnn_benchmark=args.cudnn_benchmark)
-    print(json.dumps(env), flush=True)
-    rng = np.random.default_rng(0)
-    frames = [[rng.integers(0, 256, (args.height, args.width, 3), dtype=np.uint8) for _ in range(4)]
-              for _ in range(args.cameras)]
 
-    # Warm every batch size the runs can produce, so no first-call cost lands in a measurement.
+def build_graph_engines(args: argparse.Namespace, model_path: str) -> tuple[list, tuple[int, ...]]:
+    """One CUDA-graph engine per stream, each with one graph per bucketed batch size, captured up front."""
     t = time.perf_counter()
-    sizes = sorted(set(range(1, max([args.max_batch] + [int(x.split('x')[1]) for x in
-                                                        args.sweep.split(',') if x]) + 1)))
-    pre = BatchPreprocessor(cfg)
-    for b in sizes:
-        x = np.stack([frames[0][0]] * b)
+    configs = (args.graph_sweep + ',' + args.trace_configs).split(',')
+    specs = [(args.streams, args.max_batch)] + [tuple(int(v) for v in x.split('x')) for x in configs if x]
+    top = max(b for _, b in specs)
+    buckets = tuple(b for b in (1, 2, 4, 8, 16, 32, 64, 128, 256) if b < top) + (top,)
+    opts = EngineOptions(device='cuda', precision='fp16', max_batch_size=256, cuda_graphs=True)
+    engines = [create_engine('torch', model_path, opts, fallback=False)
+               for _ in range(max(k for k, _ in specs))]
+    for e in engines:
+        e.warmup(buckets, 1)  # captures one graph per bucket, outside the measurements
+    print(f'{len(engines)} CUDA-graph engines, buckets {buckets}: {time.perf_counter() - t:.1f} s',
+          flush=True)
+    return engines, buckets
+
+
+class Session:
+    """What every section of one benchmark run shares: engines, frames, the result document."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.runtime = create_runtime('auto')  # torch on a GPU; the CPU fallback elsewhere
+        self.gpu = gpu = self.runtime.is_gpu
+        # The CPU run only exercises the code: a 32x32 ResNet-50 keeps it short. --image-size 448 (4x the
+        # FLOPs) makes the GPU, not the host, the bottleneck, which is when uploads can hide under compute.
+        image = args.image_size or (224 if gpu else 32)
+        self.model_path = model_path = str(models.build_resnet50(image_size=image, cache_dir=args.model_dir))
+        self.flops = models.model_flops(model_path)
+        self.graph_engines: tuple[list, tuple[int, ...]] | None = None
         if gpu:
             import torch
-            inp = pre.torch(torch.from_numpy(x).cuda(), 'rgb8', dtype=engine.dtype,
-                            channels_last=engine.channels_last)
-            engine.infer({'images': inp})
+            options = EngineOptions(device='cuda', precision='fp16', max_batch_size=256)
+            self.engine = create_engine('torch', model_path, options, fallback=False)
+            if not args.no_graphs:
+                self.graph_engines = build_graph_engines(args, model_path)
+            torch.backends.cudnn.benchmark = args.cudnn_benchmark  # after the engines: each one turns it on
         else:
-            engine.infer({'images': pre.numpy(x, 'rgb8')})
-    print(f'warm-up of batch sizes 1..{sizes[-1]}: {time.perf_counter() - t:.1f} s', flush=True)
+            self.engine = create_engine('onnxruntime', model_path,
+                                        EngineOptions(device='cpu', max_batch_size=256))
+        self.g_engines: list = self.graph_engines[0] if self.graph_engines else []
+        self.buckets: tuple[int, ...] = self.graph_engines[1] if self.graph_engines else ()
+        self.cfg = PreprocessConfig(width=image, height=image)
+        rng = np.random.default_rng(0)
+        self.frames = [[rng.integers(0, 256, (args.height, args.width, 3), dtype=np.uint8) for _ in range(4)]
+                       for _ in range(args.cameras)]
+        self.out = Path(args.out)
+        self.results: dict[str, Any] = {'schema': 'isaac_perf.batching/1', 'args': vars(args),
+                                        'env': self.environment(), 'runs': []}
+        self.sections = set(args.sections.split(','))
 
-    # Correctness first: a batch through the pipeline equals the same frames run one by one.
-    worst = check_correctness(runtime, engine, cfg, frames, gpu)
-    print(f'correctness: batched vs single-frame logits, max relative error {worst:.2e}', flush=True)
+    def environment(self) -> dict[str, Any]:
+        engine = self.engine
+        env = {'python': platform.python_version(), 'runtime': self.runtime.describe(),
+               'engine': engine.backend, 'engine_device': engine.device, 'cpus': os.cpu_count(),
+               'model': os.path.basename(self.model_path), 'model_flops_per_image': self.flops,
+               'date': time.strftime('%Y-%m-%d %H:%M:%S')}
+        if self.gpu:
+            import torch
+            env.update(torch=torch.__version__, gpu=torch.cuda.get_device_name(0),
+                       cudnn_benchmark=self.args.cudnn_benchmark)
+        print(json.dumps(env), flush=True)
+        return env
 
-    results: dict[str, Any] = {'schema': 'isaac_perf.batching/1', 'args': vars(args), 'env': env,
-                               'correctness_max_rel_error': worst, 'runs': []}
+    def warm_up_batch_sizes(self) -> None:
+        """Warm every batch size the runs can produce, so no first-call cost lands in a measurement."""
+        args, engine = self.args, self.engine
+        t = time.perf_counter()
+        sizes = sorted(set(range(1, max([args.max_batch] + [int(x.split('x')[1]) for x in
+                                                            args.sweep.split(',') if x]) + 1)))
+        pre = BatchPreprocessor(self.cfg)
+        for b in sizes:
+            x = np.stack([self.frames[0][0]] * b)
+            if self.gpu:
+                import torch
+                inp = pre.torch(torch.from_numpy(x).cuda(), 'rgb8', dtype=engine.dtype,
+                                channels_last=engine.channels_last)
+                engine.infer({'images': inp})
+            else:
+                engine.infer({'images': pre.numpy(x, 'rgb8')})
+        print(f'warm-up of batch sizes 1..{sizes[-1]}: {time.perf_counter() - t:.1f} s', flush=True)
 
-    out = Path(args.out)
+    def save(self) -> None:
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.out.write_text(json.dumps(self.results, indent=1,
+                                       default=lambda o: o.tolist() if hasattr(o, 'tolist') else str(o)))
 
-    def save() -> None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=1, default=lambda o: o.tolist() if hasattr(o, 'tolist')
-                                  else str(o)))
-
-    def record(mode: str, rate: str, row: dict[str, Any], **extra) -> None:
+    def record(self, mode: str, rate: str, row: dict[str, Any], **extra) -> None:
         row = {'mode': mode, 'rate': rate, **extra, **row}
-        results['runs'].append(row)
-        save()
+        self.results['runs'].append(row)
+        self.save()
         print(f"{mode:<28} {rate:>4}: {row['throughput_fps']:8.1f} fps  p50 {row['latency_ms_p50']:7.2f}  "
               f"p99 {row['latency_ms_p99']:7.2f} ms  batch {row['batch_size_mean']:5.2f}  "
               f"dropped {row['dropped']}", flush=True)
 
-    def measure(runner, fps: float, depth: int, warmup: float = args.warmup,
-                duration: float = args.duration) -> dict[str, Any]:
-        return run_mode(runner, frames, fps, depth, warmup, duration)
+    def measure(self, runner, fps: float, depth: int, warmup: float | None = None,
+                duration: float | None = None) -> dict[str, Any]:
+        return run_mode(runner, self.frames, fps, depth, self.args.warmup if warmup is None else warmup,
+                        self.args.duration if duration is None else duration)
 
-    def pipe(k: int, b: int, depth: int, rt: Runtime = runtime, **kw) -> PipelineRunner:
-        return PipelineRunner(rt, engine, cfg, k, b, args.delay_ms, depth, stage_threads=args.stage_threads,
-                              **kw)
+    def pipe(self, k: int, b: int, depth: int, rt: Runtime | None = None, **kw) -> PipelineRunner:
+        return PipelineRunner(rt or self.runtime, self.engine, self.cfg, k, b, self.args.delay_ms, depth,
+                              stage_threads=self.args.stage_threads, **kw)
 
-    depth, big = args.queue_depth, args.max_batch
-    sections = set(args.sections.split(','))
-    for rate_name, fps in (('30', args.fps), ('max', args.max_fps)) if 'modes' in sections else ():
-        record('a per-frame sequential', rate_name,
-               measure(SequentialRunner(engine, cfg, gpu, depth), fps, depth))
-        record('b batching, 1 stream', rate_name, measure(pipe(1, big, depth), fps, depth),
-               streams=1, max_batch=big)
-        record(f'c batching, {args.streams} streams', rate_name,
-               measure(pipe(args.streams, big, depth), fps, depth), streams=args.streams, max_batch=big)
-    for spec in [s for s in args.sweep.split(',') if s and 'modes' in sections]:
+    def gpipe(self, k: int, b: int, d: int, **kw) -> PipelineRunner:
+        return PipelineRunner(self.runtime, self.g_engines, self.cfg, k, b, self.args.delay_ms, d,
+                              buckets=self.buckets, stage_threads=self.args.stage_threads, **kw)
+
+    def find(self, mode: str, rate: str) -> dict[str, Any] | None:
+        return next((r for r in self.results['runs'] if r['mode'] == mode and r['rate'] == rate), None)
+
+
+def run_modes(se: Session) -> None:
+    """Eager modes a/b/c at 30 fps and at max rate, then the K x B sweep."""
+    args, depth, big = se.args, se.args.queue_depth, se.args.max_batch
+    for rate_name, fps in (('30', args.fps), ('max', args.max_fps)):
+        se.record('a per-frame sequential', rate_name,
+                  se.measure(SequentialRunner(se.engine, se.cfg, se.gpu, depth), fps, depth))
+        se.record('b batching, 1 stream', rate_name, se.measure(se.pipe(1, big, depth), fps, depth),
+                  streams=1, max_batch=big)
+        se.record(f'c batching, {args.streams} streams', rate_name,
+                  se.measure(se.pipe(args.streams, big, depth), fps, depth), streams=args.streams,
+                  max_batch=big)
+    for spec in [s for s in args.sweep.split(',') if s]:
         k, b = (int(v) for v in spec.split('x'))
         d = max(depth, b // args.cameras)
-        record(f'c sweep K={k} B={b}', 'max', measure(pipe(k, b, d), args.max_fps, d), streams=k, max_batch=b,
-               queue_depth=d)
+        se.record(f'c sweep K={k} B={b}', 'max', se.measure(se.pipe(k, b, d), args.max_fps, d), streams=k,
+                  max_batch=b, queue_depth=d)
 
-    # The same three modes with CUDA graphs: one engine per stream (a graph's static buffers must not be
-    # shared by two streams), one graph per bucketed batch size (batches are zero-padded up to a bucket).
-    g_engines: list = []
-    if graph_engines:
-        g_engines, buckets = graph_engines
-    if graph_engines and 'graphs' in sections:
-        gk = args.streams
 
-        def gpipe(k: int, b: int, d: int, **kw) -> PipelineRunner:
-            return PipelineRunner(runtime, g_engines, cfg, k, b, args.delay_ms, d, buckets=buckets,
-                                  stage_threads=args.stage_threads, **kw)
-
-        for rate_name, fps in (('30', args.fps), ('max', args.max_fps)):
-            record('a per-frame sequential, CUDA graph', rate_name,
-                   measure(SequentialRunner(g_engines[0], cfg, gpu, depth), fps, depth), graphs=True)
-            record('b batching, 1 stream, CUDA graphs', rate_name, measure(gpipe(1, big, depth), fps, depth),
-                   streams=1, max_batch=big, graphs=True)
-            record(f'c batching, {gk} streams, CUDA graphs', rate_name,
-                   measure(gpipe(gk, big, depth), fps, depth), streams=gk, max_batch=big, graphs=True)
-        for spec in [s for s in args.graph_sweep.split(',') if s]:
-            k, b = (int(v) for v in spec.split('x'))
-            d = max(depth, b // args.cameras)
-            record(f'c sweep K={k} B={b}, CUDA graphs', 'max', measure(gpipe(k, b, d), args.max_fps, d),
-                   streams=k, max_batch=b, queue_depth=d, graphs=True)
-
-    # Multi-GPU scaling: mode c at max rate over 1..N GPUs, throughput vs 1 GPU, utilisation per GPU.
-    if args.gpus:
-        results['gpu_scaling'] = gpu_scaling(args, model_path, cfg, frames, record, measure)
-
-    # Memory pools: microbenchmarks and the end-to-end effect.
-    frame_bytes = args.width * args.height * 3
-    if 'pools' in sections:
-        results['pool_microbench'] = pool_microbench(
-            runtime, {'frame': frame_bytes, 'batch': frame_bytes * args.max_batch}, args.quick)
-        for row in results['pool_microbench']:
-            print(f"{row['size']:>5} {row['kind']:>6} {row['method']:<28} {row['median_us']:10.1f} us "
-                  f"median {row['p99_us']:10.1f} us p99", flush=True)
-    raw_rt = raw_cuda_runtime() if gpu and 'pools' in sections else None
-    if raw_rt is not None:
-        try:
-            for label, cache in (('pools', None), ('no pools (cudaMalloc/cudaHostAlloc per buffer)', 0)):
-                r = PipelineRunner(raw_rt, g_engines or engine, cfg, args.streams, big, args.delay_ms, depth,
-                                   host=host_pool(raw_rt, max_cached_bytes=cache),
-                                   device=device_pool(raw_rt, max_cached_bytes=cache),
-                                   buckets=graph_engines[1] if graph_engines else (),
-                                   stage_threads=args.stage_threads)
-                record(f'c {label}' + (', CUDA graphs' if g_engines else ''), 'max',
-                       measure(r, args.max_fps, depth), streams=args.streams, max_batch=big,
-                       allocator='cuda-python', graphs=bool(g_engines))
-        except Exception as exc:  # noqa: BLE001 - a failure here must not lose the other sections
-            traceback.print_exc()
-            print(f'end-to-end pool comparison failed: {exc}', flush=True)
-
-    # Event traces of mode c: copy/compute overlap.
-    results['traces'] = []
-    for spec in [x for x in args.trace_configs.split(',') if x and 'trace' in sections]:
+def run_graph_modes(se: Session) -> None:
+    """The same three modes with CUDA graphs: one engine per stream (a graph's static buffers must not be
+    shared by two streams), one graph per bucketed batch size (batches are zero-padded up to a bucket)."""
+    args, depth, big, gk = se.args, se.args.queue_depth, se.args.max_batch, se.args.streams
+    for rate_name, fps in (('30', args.fps), ('max', args.max_fps)):
+        se.record('a per-frame sequential, CUDA graph', rate_name,
+                  se.measure(SequentialRunner(se.g_engines[0], se.cfg, se.gpu, depth), fps, depth),
+                  graphs=True)
+        se.record('b batching, 1 stream, CUDA graphs', rate_name,
+                  se.measure(se.gpipe(1, big, depth), fps, depth), streams=1, max_batch=big, graphs=True)
+        se.record(f'c batching, {gk} streams, CUDA graphs', rate_name,
+                  se.measure(se.gpipe(gk, big, depth), fps, depth), streams=gk, max_batch=big, graphs=True)
+    for spec in [s for s in args.graph_sweep.split(',') if s]:
         k, b = (int(v) for v in spec.split('x'))
         d = max(depth, b // args.cameras)
-        trace = EventTrace(runtime)
-        traced = PipelineRunner(runtime, g_engines or engine, cfg, k, b, args.delay_ms, d, trace=trace,
-                                buckets=graph_engines[1] if graph_engines else (),
-                                stage_threads=args.stage_threads)
-        row = measure(traced, args.max_fps, d, 0.2, min(args.duration, 1.0))
-        trace.collect(block=True)
-        overlap = copy_compute_overlap(trace.spans)
-        stem = f'{out.stem}_trace_K{k}_B{b}'
-        trace_path, plot_path = out.with_name(stem + '.json'), out.with_name(stem + '.png')
-        trace.write_chrome_trace(trace_path)
-        try:
-            plot_trace(list(trace.spans), plot_path)
-        except ImportError as exc:
-            print(f'no PNG plot ({exc}); the chrome trace has the same data', flush=True)
-        span = max(sp.end_ms for sp in trace.spans) - min(sp.start_ms for sp in trace.spans)
-        entry = {'streams': k, 'max_batch': b, 'queue_depth': d, 'graphs': bool(g_engines),
-                 'throughput_fps': row['throughput_fps'], 'latency_ms_p99': row['latency_ms_p99'],
-                 'gpu_busy_fraction': covered_ms((sp.start_ms, sp.end_ms) for sp in trace.spans) / span
-                 if span > 0 else float('nan'),
-                 **overlap, 'files': [str(trace_path), str(plot_path)]}
-        results['traces'].append(entry)
-        save()
-        print(f"trace K={k} B={b}: {overlap['copy_hidden_ms']:.1f} of {overlap['copy_ms']:.1f} ms of uploads "
-              f"ran under compute ({overlap['copy_hidden_fraction']:.0%}), {int(overlap['num_copies'])} "
-              f"batches, GPU busy {entry['gpu_busy_fraction']:.0%}, {row['throughput_fps']:.0f} fps, "
-              f"p99 {row['latency_ms_p99']:.1f} ms", flush=True)
+        se.record(f'c sweep K={k} B={b}, CUDA graphs', 'max', se.measure(se.gpipe(k, b, d), args.max_fps, d),
+                  streams=k, max_batch=b, queue_depth=d, graphs=True)
 
-    # Physical floor and headline ratios.
-    h2d = measure_h2d_gbps(runtime, frame_bytes * args.max_batch)
+
+def run_pools(se: Session, frame_bytes: int) -> None:
+    """Memory pools: microbenchmarks and the end-to-end effect."""
+    args, depth, big = se.args, se.args.queue_depth, se.args.max_batch
+    se.results['pool_microbench'] = pool_microbench(
+        se.runtime, {'frame': frame_bytes, 'batch': frame_bytes * args.max_batch}, args.quick)
+    for row in se.results['pool_microbench']:
+        print(f"{row['size']:>5} {row['kind']:>6} {row['method']:<28} {row['median_us']:10.1f} us "
+              f"median {row['p99_us']:10.1f} us p99", flush=True)
+    raw_rt = raw_cuda_runtime() if se.gpu else None
+    if raw_rt is None:
+        return
+    try:
+        for label, cache in (('pools', None), ('no pools (cudaMalloc/cudaHostAlloc per buffer)', 0)):
+            r = PipelineRunner(raw_rt, se.g_engines or se.engine, se.cfg, args.streams, big, args.delay_ms,
+                               depth, host=host_pool(raw_rt, max_cached_bytes=cache),
+                               device=device_pool(raw_rt, max_cached_bytes=cache), buckets=se.buckets,
+                               stage_threads=args.stage_threads)
+            se.record(f'c {label}' + (', CUDA graphs' if se.g_engines else ''), 'max',
+                      se.measure(r, args.max_fps, depth), streams=args.streams, max_batch=big,
+                      allocator='cuda-python', graphs=bool(se.g_engines))
+    except Exception as exc:  # noqa: BLE001 - a failure here must not lose the other sections
+        traceback.print_exc()
+        print(f'end-to-end pool comparison failed: {exc}', flush=True)
+
+
+def run_trace(se: Session, spec: str) -> None:
+    """An event trace of mode c at max rate: copy/compute overlap."""
+    args = se.args
+    k, b = (int(v) for v in spec.split('x'))
+    d = max(args.queue_depth, b // args.cameras)
+    trace = EventTrace(se.runtime)
+    traced = PipelineRunner(se.runtime, se.g_engines or se.engine, se.cfg, k, b, args.delay_ms, d,
+                            trace=trace, buckets=se.buckets, stage_threads=args.stage_threads)
+    row = se.measure(traced, args.max_fps, d, 0.2, min(args.duration, 1.0))
+    trace.collect(block=True)
+    overlap = copy_compute_overlap(trace.spans)
+    stem = f'{se.out.stem}_trace_K{k}_B{b}'
+    trace_path, plot_path = se.out.with_name(stem + '.json'), se.out.with_name(stem + '.png')
+    trace.write_chrome_trace(trace_path)
+    try:
+        plot_trace(list(trace.spans), plot_path)
+    except ImportError as exc:
+        print(f'no PNG plot ({exc}); the chrome trace has the same data', flush=True)
+    span = max(sp.end_ms for sp in trace.spans) - min(sp.start_ms for sp in trace.spans)
+    entry = {'streams': k, 'max_batch': b, 'queue_depth': d, 'graphs': bool(se.g_engines),
+             'throughput_fps': row['throughput_fps'], 'latency_ms_p99': row['latency_ms_p99'],
+             'gpu_busy_fraction': covered_ms((sp.start_ms, sp.end_ms) for sp in trace.spans) / span
+             if span > 0 else float('nan'),
+             **overlap, 'files': [str(trace_path), str(plot_path)]}
+    se.results['traces'].append(entry)
+    se.save()
+    print(f"trace K={k} B={b}: {overlap['copy_hidden_ms']:.1f} of {overlap['copy_ms']:.1f} ms of uploads "
+          f"ran under compute ({overlap['copy_hidden_fraction']:.0%}), {int(overlap['num_copies'])} "
+          f"batches, GPU busy {entry['gpu_busy_fraction']:.0%}, {row['throughput_fps']:.0f} fps, "
+          f"p99 {row['latency_ms_p99']:.1f} ms", flush=True)
+
+
+def physical_floor(se: Session, frame_bytes: int) -> dict[str, float]:
+    h2d = measure_h2d_gbps(se.runtime, frame_bytes * se.args.max_batch)
     floor: dict[str, float] = {'h2d_gbps': h2d, 'frame_bytes': frame_bytes}
-    if gpu:
+    if se.gpu:
         tflops = measure_fp16_tflops()
-        floor.update(fp16_tflops=tflops, compute_us_per_frame=flops / (tflops * 1e12) * 1e6,
+        floor.update(fp16_tflops=tflops, compute_us_per_frame=se.flops / (tflops * 1e12) * 1e6,
                      copy_us_per_frame=frame_bytes / (h2d * 1e9) * 1e6)
         floor['floor_fps'] = 1e6 / max(floor['compute_us_per_frame'], floor['copy_us_per_frame'])
-    results['floor'] = floor
+    return floor
 
-    def find(mode: str, rate: str) -> dict[str, Any] | None:
-        return next((r for r in results['runs'] if r['mode'] == mode and r['rate'] == rate), None)
 
-    k = args.streams
+def headline_ratios(se: Session, floor: dict[str, float]) -> dict[str, Any]:
+    k = se.args.streams
     pairs = {'eager': ('a per-frame sequential', f'c batching, {k} streams'),
              'graphs': ('a per-frame sequential, CUDA graph', f'c batching, {k} streams, CUDA graphs'),
              'graphs c vs eager a': ('a per-frame sequential', f'c batching, {k} streams, CUDA graphs')}
     headline: dict[str, Any] = {}
     for rate in ('30', 'max'):
         for label, (a_mode, c_mode) in pairs.items():
-            a, c = find(a_mode, rate), find(c_mode, rate)
+            a, c = se.find(a_mode, rate), se.find(c_mode, rate)
             if a and c:
                 headline[f'{rate} {label}'] = {
                     'throughput_ratio_c_over_a': c['throughput_fps'] / a['throughput_fps'],
                     'c_fps': c['throughput_fps'], 'a_fps': a['throughput_fps'],
                     'c_p99_ms': c['latency_ms_p99'], 'a_p99_ms': a['latency_ms_p99']}
-    best = max((r for r in results['runs'] if r['rate'] == 'max' and r['mode'].startswith('c')
+    best = max((r for r in se.results['runs'] if r['rate'] == 'max' and r['mode'].startswith('c')
                 and r['latency_ms_p99'] < 33.0), key=lambda r: r['throughput_fps'], default=None)
     if best:
         row = {'mode': best['mode'], 'throughput_fps': best['throughput_fps'],
                'p99_ms': best['latency_ms_p99']}
         for label, mode in (('over_a_eager', 'a per-frame sequential'),
                             ('over_a_graph', 'a per-frame sequential, CUDA graph')):
-            a = find(mode, 'max')
+            a = se.find(mode, 'max')
             if a:
                 row[f'ratio_{label}'] = best['throughput_fps'] / a['throughput_fps']
         if 'floor_fps' in floor:
             row['fraction_of_floor'] = best['throughput_fps'] / floor['floor_fps']
         headline['best c at max rate with p99 < 33 ms'] = row
-    results['headline'] = headline
+    return headline
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    se = Session(args)
+    se.warm_up_batch_sizes()
+    # Correctness first: a batch through the pipeline equals the same frames run one by one.
+    worst = check_correctness(se.runtime, se.engine, se.cfg, se.frames, se.gpu)
+    print(f'correctness: batched vs single-frame logits, max relative error {worst:.2e}', flush=True)
+    results = se.results
+    results['correctness_max_rel_error'] = worst
+    if 'modes' in se.sections:
+        run_modes(se)
+    if se.graph_engines and 'graphs' in se.sections:
+        run_graph_modes(se)
+    # Multi-GPU scaling: mode c at max rate over 1..N GPUs, throughput vs 1 GPU, utilisation per GPU.
+    if args.gpus:
+        results['gpu_scaling'] = gpu_scaling(args, se.model_path, se.cfg, se.frames, se.record, se.measure)
+    frame_bytes = args.width * args.height * 3
+    if 'pools' in se.sections:
+        run_pools(se, frame_bytes)
+    results['traces'] = []
+    for spec in [x for x in args.trace_configs.split(',') if x and 'trace' in se.sections]:
+        run_trace(se, spec)
+    # Physical floor and headline ratios.
+    floor = results['floor'] = physical_floor(se, frame_bytes)
+    headline = results['headline'] = headline_ratios(se, floor)
     print(json.dumps({'floor': floor, 'headline': headline}, indent=1, default=str), flush=True)
-    save()
+    se.save()
     print_table(results)
     return results
 

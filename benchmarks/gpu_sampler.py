@@ -20,7 +20,6 @@ import json
 import math
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from isaac_perf.core.telemetry.gpu import GpuSampler  # noqa: E402
+from isaac_perf.core.telemetry.stats import percentile  # noqa: E402
 
 SMI_QUERY = 'utilization.gpu,memory.used,memory.total,temperature.gpu,power.draw'
 
@@ -41,9 +41,7 @@ def median_ms(fn, n: int, warmup: int = 5) -> dict:
         t0 = time.perf_counter_ns()
         fn()
         times.append((time.perf_counter_ns() - t0) / 1e6)
-    times.sort()
-    return {'median_ms': statistics.median(times), 'p90_ms': times[int(0.9 * (len(times) - 1))],
-            'min_ms': times[0], 'n': n}
+    return {'median_ms': percentile(times, 50), 'p90_ms': percentile(times, 90), 'min_ms': min(times), 'n': n}
 
 
 def main() -> None:

@@ -36,13 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from isaac_perf.core.inference import models  # noqa: E402
 from isaac_perf.core.inference.engines.base import EngineOptions, to_numpy  # noqa: E402
+from isaac_perf.core.telemetry.stats import percentile  # noqa: E402
 
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 REPORTED_PEAK_TFLOPS = 733.0  # the H100's FP16 dense matrix rate measured earlier in this project
-
-
-def _pct(xs, q):
-    return float(np.percentile(np.asarray(xs), q)) if xs else float('nan')
 
 
 class Bench:
@@ -169,7 +166,8 @@ class Bench:
         assert np.isfinite(out).all()
         med = statistics.median(walls)
         self.results['naive'] = self.row(variant='naive eager fp32 (rclpy-callback style)', backend='torch',
-                                         batch=1, wall_ms=med, wall_p99_ms=_pct(walls, 99), img_s=1e3 / med)
+                                         batch=1, wall_ms=med, wall_p99_ms=percentile(walls, 99),
+                                         img_s=1e3 / med)
         del module
         torch.backends.cudnn.benchmark = True
         torch.cuda.empty_cache()
@@ -188,7 +186,7 @@ class Bench:
                 walls.append((time.perf_counter() - t0) * 1e3)
             med = statistics.median(walls)
             self.row(variant='onnxruntime cpu fp32', backend='onnxruntime', batch=b, wall_ms=med,
-                     wall_p99_ms=_pct(walls, 99), img_s=b * 1e3 / med)
+                     wall_p99_ms=percentile(walls, 99), img_s=b * 1e3 / med)
 
     def _time_engine(self, eng, variant: str, batch: int, extra: dict | None = None) -> dict:
         """CUDA-event timing of engine.infer_async on device-resident inputs."""
@@ -220,7 +218,8 @@ class Bench:
         e.synchronize()
         stream_ms = s.elapsed_time(e) / n
         row = dict(variant=variant, backend='torch', batch=batch, gpu_ms=statistics.median(gpu),
-                   gpu_p99_ms=_pct(gpu, 99), wall_ms=statistics.median(wall), wall_p99_ms=_pct(wall, 99),
+                   gpu_p99_ms=percentile(gpu, 99), wall_ms=statistics.median(wall),
+                   wall_p99_ms=percentile(wall, 99),
                    stream_ms=stream_ms, img_s=batch * 1e3 / stream_ms)
         row.update(extra or {})
         return self.row(**row)
@@ -274,7 +273,7 @@ class Bench:
                     pre_ms.append((t1 - t0) * 1e3)
             med = statistics.median(walls)
             self.row(variant='e2e rgb8 640x480 -> gpu preprocess -> fp16+graph -> top5', backend='torch',
-                     batch=b, wall_ms=med, wall_p99_ms=_pct(walls, 99),
+                     batch=b, wall_ms=med, wall_p99_ms=percentile(walls, 99),
                      preprocess_enqueue_ms=statistics.median(pre_ms), img_s=b * 1e3 / med)
         eng.close()
 

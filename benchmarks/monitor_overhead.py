@@ -79,6 +79,24 @@ def role_publisher(args) -> None:
     rclpy.try_shutdown()
 
 
+def bench_env() -> dict:
+    """The children's environment: one DDS domain for the run, discovery on this host, this tree first."""
+    env = dict(os.environ)
+    env.setdefault('ROS_DOMAIN_ID', str(random.randint(150, 230)))
+    env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    env['PYTHONPATH'] = str(HERE.parents[1]) + os.pathsep + env.get('PYTHONPATH', '')
+    return env
+
+
+def hz_report(time_lists) -> None:
+    """What `ros2 topic hz` computes once a second: mean rate and std over its window (shown, not kept)."""
+    for t in time_lists:
+        if len(t) > 1:
+            deltas = [b - a for a, b in zip(t[:-1], t[1:], strict=True)]
+            mean = sum(deltas) / len(deltas)
+            _ = (1.0 / mean, (sum((d - mean) ** 2 for d in deltas) / len(deltas)) ** 0.5)
+
+
 def role_naive(args) -> None:
     """What `ros2 topic hz` does: deserialize every message, list of times trimmed with pop(0)."""
     import rclpy
@@ -108,13 +126,7 @@ def role_naive(args) -> None:
         topic = f'/bench/t{i}'
         node.create_subscription(msg_type, topic, make_callback(topic), QoSProfile(depth=100))
 
-    def report():   # ros2 topic hz prints mean rate and std over the window once per second
-        for t in times.values():
-            if len(t) > 1:
-                deltas = [b - a for a, b in zip(t[:-1], t[1:], strict=True)]
-                mean = sum(deltas) / len(deltas)
-                _ = (1.0 / mean, (sum((d - mean) ** 2 for d in deltas) / len(deltas)) ** 0.5)
-    node.create_timer(1.0, report)
+    node.create_timer(1.0, lambda: hz_report(times.values()))
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     _spin_until_signal(executor)
@@ -268,10 +280,7 @@ def main() -> None:
         roles[args.role](args)
         return
 
-    env = dict(os.environ)
-    env.setdefault('ROS_DOMAIN_ID', str(random.randint(150, 230)))
-    env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-    env['PYTHONPATH'] = str(HERE.parents[1]) + os.pathsep + env.get('PYTHONPATH', '')
+    env = bench_env()
     fast = [('idle', 'idle', {'topics': 0}),
             ('monitor poll', 'monitor', {'topics': 4, 'mode': 'poll'}),
             ('monitor callback', 'monitor', {'topics': 4, 'mode': 'callback'}),

@@ -9,6 +9,28 @@ import pytest
 os.environ.setdefault('ROS_DOMAIN_ID', str(random.Random(os.getpid() ^ time.time_ns()).randint(120, 230)))
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 
+# ISAAC_PERF_RCLPY_API=humble: run on rclpy's Humble API surface. No Humble wheels exist (Humble is Python
+# 3.10 and apt-only), so the Iron+ additions the package could reach are removed from this rclpy before any
+# test imports it: Node's pre/post-set parameter callbacks and rclpy.try_shutdown (rclpy humble branch:
+# rclpy/node.py has only add/remove_on_set_parameters_callback; rclpy/__init__.py has no try_shutdown;
+# rclpy/qos.py's QoSPresetProfiles has no DEFAULT and no BEST_AVAILABLE).
+# test_humble_api.py runs the node tests this way; Humble's take_message info is tested there directly.
+HUMBLE_REMOVED = ('add_pre_set_parameters_callback', 'remove_pre_set_parameters_callback',
+                  'add_post_set_parameters_callback', 'remove_post_set_parameters_callback')
+if os.environ.get('ISAAC_PERF_RCLPY_API') == 'humble':
+    import rclpy
+    from rclpy.node import Node
+    for _name in HUMBLE_REMOVED:
+        if hasattr(Node, _name):
+            delattr(Node, _name)
+    if hasattr(rclpy, 'try_shutdown'):
+        del rclpy.try_shutdown
+    from rclpy.qos import QoSPresetProfiles
+    for _name in ('DEFAULT', 'BEST_AVAILABLE'):  # Enum members cannot be deleted: hide them from lookups
+        QoSPresetProfiles._member_map_.pop(_name, None)
+        if _name in QoSPresetProfiles._member_names_:
+            QoSPresetProfiles._member_names_.remove(_name)
+
 
 @pytest.fixture
 def ros_context():

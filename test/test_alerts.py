@@ -78,3 +78,27 @@ def test_book_worst_level_counts_and_rule_change_resets():
     assert book.level('gpu0') == Level.ERROR and len(book.active('gpu0')) == 1
     book.forget('gpu0')
     assert book.level('gpu0') == Level.OK
+
+
+def test_messages_never_contradict_their_value():
+    """The issue's "9.596 Hz below WARN threshold 9 Hz": a held level must say why it is held."""
+    rule = AlertRule('rate_hz', Direction.BELOW, warn=9.0, error=5.0, hysteresis=1.5, min_duration_s=2.0,
+                     unit=' Hz')
+    state = AlertState(rule, '/camera')
+    tr = None
+    for value, t in ((8.2, 0), (8.2, 2)):
+        tr = state.update(value, t * S) or tr
+    assert tr.message == ('/camera rate_hz: 8.2 Hz below WARN threshold 9 Hz; leaves WARN above 10.5 Hz '
+                          '(hysteresis 1.5 Hz)')
+    state.update(9.596, 3 * S)
+    assert state.level == Level.WARN
+    assert state.describe() == ('/camera rate_hz: 9.596 Hz, WARN held by hysteresis: it went below 9 Hz and '
+                                'leaves WARN above 10.5 Hz (hysteresis 1.5 Hz)')
+    state.update(11.0, 4 * S)                                 # past the release, min duration pending
+    assert state.describe() == ('/camera rate_hz: 11 Hz, back above WARN release 10.5 Hz; WARN clears once '
+                                'that holds 2 s')
+    assert state.update(11.0, 6 * S).message == ('/camera rate_hz: 11 Hz back within limits (WARN below 9 '
+                                                 'Hz, ERROR below 5 Hz)')
+    no_hysteresis = AlertState(AlertRule('lat', Direction.ABOVE, warn=10.0, unit=' ms'), '/t')
+    assert no_hysteresis.update(12.0, 0).message == ('/t lat: 12 ms above WARN threshold 10 ms; leaves WARN '
+                                                     'below 10 ms')

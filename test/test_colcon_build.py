@@ -17,7 +17,8 @@ def install_tree(tmp_path_factory):
     ws = tmp_path_factory.mktemp('ws')
     src = ws / 'src' / 'isaac_perf'
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
-        '.venv', '.git', 'build', 'install', 'log', '*.egg-info', '__pycache__', '.whl', 'results'))
+        '.venv', '.venv-*', '.mypy_cache', '.git', 'build', 'install', 'log', '*.egg-info', '__pycache__',
+        '.whl', 'results'))
     env = dict(os.environ, PATH=f'{Path(sys.executable).parent}:{os.environ["PATH"]}')
     result = subprocess.run([colcon, 'build'], cwd=ws, env=env,
                             capture_output=True, text=True, timeout=240)

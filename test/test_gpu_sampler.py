@@ -18,6 +18,9 @@ from isaac_perf.core.telemetry.gpu import (
     GpuSample,
     GpuSampler,
     NvmlGateway,
+    gpu_count,
+    gpu_inventory,
+    shared_gateway,
     throttle_names,
 )
 
@@ -33,15 +36,42 @@ def test_no_driver_degrades_to_nan_and_logs_once():
     if nvml_present():
         pytest.skip('a GPU with NVML is present; this test covers machines without one')
     lines = []
-    sampler = GpuSampler(log=lines.append)
+    gateway = NvmlGateway(lines.append)
+    sampler = GpuSampler(gateway=gateway)
     assert sampler.sample() == [] and sampler.sample() == []
-    explicit = GpuSampler(indices=[0, 1], log=lines.append).sample()
+    explicit = GpuSampler(indices=[0, 1], gateway=gateway).sample()
     assert [g.index for g in explicit] == [0, 1]
     g = explicit[0]
     assert not g.ok and math.isnan(g.util_percent) and math.isnan(g.memory_used_fraction)
     assert math.isnan(g.temperature_c) and math.isnan(g.pcie_rx_mbps) and g.processes_mib == {}
-    assert len(lines) == 2   # one line per sampler (each owns its gateway), not one per sample
+    assert len(lines) == 1   # one line per gateway (one per process), not one per sampler or sample
     assert 'NaN' in lines[0]
+    assert gpu_count(gateway) == 0 and gpu_inventory(gateway) == []
+
+
+def test_samplers_share_one_gateway_that_close_leaves_running():
+    nvml = StandInNvml()
+    first, second = GpuSampler(), GpuSampler(indices=[0])
+    assert first.gateway is second.gateway is shared_gateway()
+    first.close()   # other users of the shared gateway keep it
+    assert shared_gateway() is second.gateway
+    # An explicitly passed gateway is the sampler's to shut down; NVML is initialised once per gateway.
+    own = NvmlGateway(lambda _m: None, module=nvml)
+    a, b = GpuSampler(gateway=own), GpuSampler(gateway=own)
+    a.sample(now_ns=0)
+    b.sample(now_ns=0)
+    assert nvml.calls['init'] == 1
+    a.close()
+    b.sample(now_ns=1)
+    assert nvml.calls['init'] == 2
+
+
+def test_inventory_and_count_through_the_gateway():
+    gateway = NvmlGateway(lambda _m: None, module=StandInNvml())
+    assert gpu_count(gateway) == 1
+    # The stand-in has no driver-version query: that one field degrades, the rest is read.
+    assert gpu_inventory(gateway) == [{'index': 0, 'name': 'Stand-in GPU', 'memory_mib': 80 * 1024,
+                                       'driver': ''}]
 
 
 class NvmlError(Exception):

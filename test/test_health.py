@@ -1,4 +1,6 @@
 """Diagnostics tasks without ROS (core.telemetry.health), and the Updater over real rclpy."""
+import os
+
 import pytest
 
 from isaac_perf.core.telemetry.alerts import Level
@@ -54,7 +56,10 @@ def test_updater_publishes_named_statuses_over_dds():
         status = got[0].status[0]
         assert status.name == 'health_probe: engine' and status.level == b'\x01'
         assert status.message == 'loading the engine'
-        assert {(kv.key, kv.value) for kv in status.values} == {('frames_dropped', '3')}
+        # the node's own values, then who it is (the monitor matches GPU processes to nodes by `pid`)
+        assert {(kv.key, kv.value) for kv in status.values} == {('frames_dropped', '3'),
+                                                                ('node', 'health_probe'),
+                                                                ('pid', str(os.getpid()))}
         updater.destroy()
         executor.shutdown()
         node.destroy_node()

@@ -231,20 +231,31 @@ def test_parse_collapsed_exact_shares():
     assert parse_collapsed(text, skip_idle=False).samples == 500
 
 
-def _spin_hot(seconds):
-    end = time.perf_counter() + seconds
+def _spin_hot(iterations):
     total = 0
-    while time.perf_counter() < end:
+    for _ in range(iterations):
         total += sum(i * i for i in range(200))
     return total
 
 
+def _spin_hot_until(stop):
+    while not stop.is_set():
+        _spin_hot(50)
+
+
 def test_thread_sampler_names_the_busy_function():
-    worker = threading.Thread(target=_spin_hot, args=(0.6,))
+    # Runs until the sampler has taken 40 rounds, however long a loaded machine takes to give them.
+    stop = threading.Event()
+    worker = threading.Thread(target=_spin_hot_until, args=(stop,))
     with ThreadSampler(rate_hz=200) as sampler:
         worker.start()
+        deadline = time.monotonic() + 60.0
+        while sampler.rounds < 40 and time.monotonic() < deadline:
+            stop.wait(0.01)
+        stop.set()
         worker.join()
     result = sampler.result()
+    assert sampler.rounds >= 40, 'the sampling thread got no time in 60 s'
     assert result.source == 'thread-sampler' and result.samples > 5
     names = ' '.join(f.function for f in result.functions[:3])
     assert '_spin_hot' in names or '<genexpr>' in names
@@ -254,8 +265,9 @@ def test_thread_sampler_names_the_busy_function():
 
 
 def test_cprofile_sampler_names_the_busy_function():
-    with CProfileSampler() as sampler:
-        _spin_hot(0.05)
+    # A fixed amount of work, timed in this process's CPU time: preemption by a busy machine counts nowhere.
+    with CProfileSampler(timer=time.process_time) as sampler:
+        _spin_hot(300)
     result = sampler.result(top=5)
     assert result.source == 'cProfile'
     assert any('_spin_hot' in f.function for f in result.functions)

@@ -194,3 +194,17 @@ def test_report_from_stage_times_reports():
     assert report.stage('infer').share == 3.5 / 4.0
     assert report.stage('pre').share == 0.5 / 4.0
     assert report.top_bottlenecks() == ['infer']
+
+
+def test_gpu_headroom_from_gpm_becomes_bottlenecks_with_practices():
+    from isaac_perf.core.profiling.report import analyze
+    profile = {'stages': {'infer': {'wall_ms': [5.0, 5.0, 5.0]}},
+               'gpu_headroom': {'0': {'util_percent': 30.0, 'sm_active_percent': 28.0,
+                                      'tensor_active_percent': 0.1, 'fp32_active_percent': 20.0,
+                                      'sm_occupancy_percent': 40.0, 'dram_bw_util_percent': 10.0}}}
+    report = analyze(profile)
+    gpu = [b for b in report.bottlenecks if b.where == 'gpu0']
+    assert [b.cause for b in gpu] == ['tensor_idle']
+    assert gpu[0].evidence.startswith('GPU 30% busy but tensor cores idle (0.1% active)')
+    practices = [r.practice for r in report.recommendations if r.where == 'gpu0']
+    assert practices == ['Quantize models when accuracy allows', 'Use TensorRT optimizations']

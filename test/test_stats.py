@@ -4,7 +4,14 @@ import math
 import numpy as np
 import pytest
 
-from isaac_perf.core.telemetry.stats import Ring, StageStats, StreamStats, summarize
+from isaac_perf.core.telemetry.stats import (
+    Ring,
+    StageStats,
+    StreamStats,
+    means_by_name,
+    percentile,
+    summarize,
+)
 
 MS = 1_000_000
 S = 1_000_000_000
@@ -127,3 +134,31 @@ def test_stage_stats_unknown_stamp_new_stage_and_stage_bound():
     assert set(snap.stages_ms) == {'a', 'total', 'b'}                           # 'c' beyond max_stages
     stages.note_malformed()
     assert stages.snapshot(2 * S).malformed == 1
+
+
+def test_percentile_is_numpy_linear_ignores_nan_and_is_nan_when_empty():
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert percentile([0.0, 10.0], 90) == 9.0              # linear interpolation, not nearest rank
+    assert percentile([5.0, math.nan, 7.0], 50) == 6.0
+    assert math.isnan(percentile([], 99)) and math.isnan(percentile([math.nan], 50))
+
+
+def test_means_by_name_counts_each_name_only_where_present():
+    rows = [{'pre': 1.0, 'infer': 4.0}, {'pre': 3.0}, {'infer': 6.0, 'post': 2.0}]
+    assert means_by_name(rows) == {'pre': 2.0, 'infer': 5.0, 'post': 2.0}
+    assert means_by_name([]) == {}
+
+
+def test_stage_stats_window_override_and_reset():
+    s = StageStats(window_s=100.0)
+    for i in range(11):                      # one frame every 100 ms for 1 s
+        s.record(i * S // 10, 0, 1, {'infer': float(i)})
+    now = S
+    assert s.snapshot(now).fps == pytest.approx(10.0)
+    recent = s.snapshot(now, window_s=0.25)  # arrivals at 0.8, 0.9, 1.0 s
+    assert recent.stages_ms['infer'].count == 3 and recent.fps == pytest.approx(10.0)
+    s.note_malformed()
+    s.reset()
+    empty = s.snapshot(now)
+    assert (empty.reports, empty.frames, empty.malformed, empty.stages_ms) == (0, 0, 0, {})
+    assert math.isnan(empty.fps) and empty.age_s == math.inf

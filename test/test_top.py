@@ -122,3 +122,35 @@ def test_status_memory_is_bounded():
         state.on_status(f's{i}', 1, 'warn', {}, now=float(i))
     assert len(state.statuses) == top.MAX_STATUSES
     assert 's0' not in state.statuses and f's{top.MAX_STATUSES + 49}' in state.statuses
+
+
+def test_gpm_transport_loss_engine_batch_and_node_gpu_use_are_shown():
+    labels, values = metrics.flatten({'gpu_count': 1}, [
+        metrics.Block('gpu', '0', {'util_percent': 30, 'sm_active_percent': 28.0,
+                                   'sm_occupancy_percent': 40.0, 'tensor_active_percent': 0.2,
+                                   'dram_bw_util_percent': 6.8, 'fp32_active_percent': 12.0, 'level': 0}),
+        metrics.Block('topic', '/cam', {'rate_hz': 9.6, 'publisher_rate_hz': 30.0,
+                                        'transport_loss_percent': 68.0, 'level': 0}),
+        metrics.Block('stages', '/stream_batcher/stage_times', {'fps': 120.0, 'engine_batch_size_mean': 3.5,
+                                                                'engine_batch_size_max': 4, 'level': 0}),
+        metrics.Block('node', 'inference_node', {'pid': 4242, 'gpu_memory_mib': 1024,
+                                                 'gpu_sm_util_percent': 32, 'gpu_count': 1}),
+    ])
+    state = top.TopState()
+    state.on_metrics(labels, values, 0.0)
+    text = top.render_plain(state, now=0.0)
+    assert ('[OK]  | SM active 28.0%  occupancy 40.0%  tensor 0.2%  DRAM bw 6.8%\n'
+            '  GPU 30% busy but tensor cores idle (0.2% active): FP32 pipes are busy: FP16/BF16 (or TF32) '
+            'would move the math onto tensor cores') in text
+    assert '  | sent 30.0 Hz, lost in transport 68.0%' in text
+    assert '  engine batch 3.5 (max 4)' in text
+    assert 'NODE inference_node (pid 4242): GPU 1024 MiB  SM 32%  on 1 GPU(s)' in text
+    rich_text = _render_rich_text(state)
+    assert 'tensor %' in rich_text and 'sent Hz' in rich_text and 'engine batch' in rich_text
+
+
+def _render_rich_text(state):
+    from rich.console import Console
+    console = Console(file=io.StringIO(), width=250)
+    console.print(top.render_rich(state, now=0.0))
+    return console.file.getvalue()

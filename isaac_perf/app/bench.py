@@ -135,72 +135,6 @@ def _check_args(args: argparse.Namespace) -> list[str]:
     return errors
 
 
-# --- resource sampling ---------------------------------------------------------------------------------
-class ResourceSampler:
-    """CPU / host memory (psutil) and GPU / GPU memory (NVML) utilisation, sampled on a thread."""
-
-    def __init__(self, period_s: float = 0.1):
-        import psutil
-        self.psutil = psutil
-        self.period_s = period_s
-        self._nvml = None
-        try:
-            import pynvml
-            pynvml.nvmlInit()
-            count = pynvml.nvmlDeviceGetCount()
-            self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
-            self._nvml = pynvml if self._handles else None
-        except Exception:  # noqa: BLE001 - no NVIDIA driver: CPU figures only
-            self._handles = []
-        self._samples: dict[str, list[float]] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def sample(self) -> dict[str, float]:
-        out = {'OVERALL_CPU_UTILIZATION': float(self.psutil.cpu_percent(interval=None)),
-               'HOST_MEMORY_UTILIZATION': float(self.psutil.virtual_memory().percent)}
-        if self._nvml is not None:
-            try:
-                util = [self._nvml.nvmlDeviceGetUtilizationRates(h).gpu for h in self._handles]
-                mems = [self._nvml.nvmlDeviceGetMemoryInfo(h) for h in self._handles]
-                out['DEVICE_UTILIZATION'] = float(max(util))
-                out['DEVICE_MEMORY_UTILIZATION'] = float(max(100.0 * m.used / m.total for m in mems))
-            except Exception:  # noqa: BLE001 - a GPU that stops answering: keep the CPU figures
-                pass
-        return out
-
-    def baseline(self, seconds: float = 0.5) -> dict[str, float]:
-        """Idle utilisation, before any traffic (ros2_benchmark's BASELINE_*)."""
-        self.psutil.cpu_percent(interval=None)
-        time.sleep(seconds)
-        return self.sample()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.period_s):
-            for k, v in self.sample().items():
-                self._samples.setdefault(k, []).append(v)
-
-    def start(self) -> None:
-        self._samples = {}
-        self._stop.clear()
-        self.psutil.cpu_percent(interval=None)  # the next call measures from now
-        self._thread = threading.Thread(target=self._run, name='bench-resources', daemon=True)
-        self._thread.start()
-
-    def stop(self) -> dict[str, list[float]]:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        return self._samples
-
-    def close(self) -> None:
-        if self._nvml is not None:
-            try:
-                self._nvml.nvmlShutdown()
-            except Exception:  # noqa: BLE001
-                pass
-
-
 # --- the harness ---------------------------------------------------------------------------------------
 @dataclass
 class Graph:
@@ -287,6 +221,7 @@ class Harness:
         from std_msgs.msg import Float64MultiArray
 
         from isaac_perf.core.bench.provenance import input_hash
+        from isaac_perf.core.bench.resources import ResourceSampler
         from isaac_perf.core.inference.frames import open_source
         from isaac_perf.ros.conversions import numpy_to_image
         from isaac_perf.ros.qos import qos_from_name
@@ -327,9 +262,9 @@ class Harness:
 
     def _on_end(self, msg: Any) -> None:
         now = time.time_ns()
-        from isaac_perf.core.telemetry import stage_times
+        from isaac_perf.ros.stage_reports import stage_report_from_msg
         try:
-            report = stage_times.decode([d.label for d in msg.layout.dim], list(msg.data))
+            report = stage_report_from_msg(msg)
         except ValueError:
             return  # not a stage report: the monitor only counts what it can key
         with self._lock:
@@ -396,6 +331,7 @@ class Harness:
     def run(self, rate_hz: float, duration_s: float) -> Any:
         """One fixed-rate run -> RunResult (metrics, per-frame latencies, resources, stage means)."""
         from isaac_perf.core.bench.metrics import RunResult, resource_metrics
+        from isaac_perf.core.telemetry.stats import means_by_name
         with self._lock:
             self._received = {}
             self._reports = []
@@ -407,11 +343,7 @@ class Harness:
         with self._lock:
             received = dict(self._received)
             reports = [r for r in self._reports if r.stamp_ns in sent]
-        stage_ms: dict[str, float] = {}
-        for r in reports:
-            for k, v in r.stages_ms.items():
-                stage_ms[k] = stage_ms.get(k, 0.0) + v
-        stage_ms = {k: v / len(reports) for k, v in stage_ms.items()} if reports else {}
+        stage_ms = means_by_name(r.stages_ms for r in reports)
         self.last_reports = reports
         return RunResult.from_times(rate_hz * len(self._publishers), duration_s, sent, received,
                                     resources=resource_metrics(samples, self.baseline), stage_ms=stage_ms)

@@ -16,7 +16,6 @@ import math
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -56,37 +55,29 @@ def to_overrides(values: Mapping[str, Any]) -> list[Any]:
 
 # ------------------------------------------------------------------------------------------- statistics
 
-def percentile(values: list[float], q: float) -> float:
-    """Linear-interpolated percentile (numpy's default), NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+# Collector statistics cover the whole run (since the last reset): a window longer than any run.
+WHOLE_RUN_S = 1e9
 
 
 class Collector:
     """Subscribes to what the report needs: stage times, results and /performance_metrics.
 
     Per-frame end-to-end latency is the arrival of the frame's stage report minus the frame's stamp;
-    callbacks only append to bounded deques, statistics are computed on demand.
+    the stage callback only records into a core StageStats (bounded numpy rings), statistics are computed
+    on demand by it.
     """
 
     def __init__(self, node: Any, stage_topic: str, result_topics: list[str], capacity: int = 200_000):
         from std_msgs.msg import Float32MultiArray, Float64MultiArray
 
+        from isaac_perf.core.telemetry.stats import StageStats
         from isaac_perf.ros.qos import qos_from_name
         self.node = node
         self._lock = threading.Lock()
-        self.latency_ms: deque[float] = deque(maxlen=capacity)
-        self.arrivals_ns: deque[int] = deque(maxlen=capacity)
-        self.stages: dict[str, deque[float]] = {}
+        self.stage_stats = StageStats(capacity=capacity, window_s=WHOLE_RUN_S)
         self.results = 0
         self.detections = 0
         self.metrics: dict[str, Any] = {}
-        self._capacity = capacity
         qos = qos_from_name('DEFAULT', 100)
         self._subs = [node.create_subscription(Float64MultiArray, stage_topic, self._on_stage, qos)]
         self._subs += [node.create_subscription(Float32MultiArray, t, self._on_result, qos)
@@ -95,18 +86,14 @@ class Collector:
                                                    self._on_metrics, 10))
 
     def _on_stage(self, msg: Any) -> None:
-        from isaac_perf.core.telemetry import stage_times
+        from isaac_perf.ros.stage_reports import stage_report_from_msg
         now_ns = time.time_ns()
         try:
-            report = stage_times.decode([d.label for d in msg.layout.dim], list(msg.data))
+            report = stage_report_from_msg(msg)
         except ValueError:
+            self.stage_stats.note_malformed()
             return
-        with self._lock:
-            self.arrivals_ns.append(now_ns)
-            if report.stamp_ns:
-                self.latency_ms.append((now_ns - report.stamp_ns) / 1e6)
-            for name, value in report.stages_ms.items():
-                self.stages.setdefault(name, deque(maxlen=self._capacity)).append(value)
+        self.stage_stats.record(now_ns, report.stamp_ns, report.batch_size, report.stages_ms)
 
     def _on_result(self, msg: Any) -> None:
         with self._lock:
@@ -124,36 +111,27 @@ class Collector:
             self.metrics = parsed
 
     def reset(self) -> None:
+        self.stage_stats.reset()
         with self._lock:
-            self.latency_ms.clear()
-            self.arrivals_ns.clear()
-            self.stages.clear()
             self.results = 0
             self.detections = 0
 
     def fps(self, window_s: float | None = None, now_ns: int | None = None) -> float:
-        with self._lock:
-            arrivals = list(self.arrivals_ns)
-        if window_s is not None:
-            now_ns = now_ns or time.time_ns()
-            arrivals = [a for a in arrivals if a > now_ns - window_s * 1e9]
-        if len(arrivals) < 2 or arrivals[-1] <= arrivals[0]:
-            return math.nan
-        return (len(arrivals) - 1) * 1e9 / (arrivals[-1] - arrivals[0])
+        """Frames per second of the stage reports within `window_s` (None: the whole run)."""
+        now_ns = now_ns or time.time_ns()
+        return self.stage_stats.snapshot(now_ns, WHOLE_RUN_S if window_s is None else window_s).fps
 
     def snapshot(self) -> dict[str, Any]:
+        stages = self.stage_stats.snapshot(time.time_ns())
         with self._lock:
-            latency = list(self.latency_ms)
-            stages = {k: list(v) for k, v in self.stages.items()}
             results, detections = self.results, self.detections
+        latency = stages.latency_ms
         return {
-            'latency_ms': {'p50': percentile(latency, 50), 'p90': percentile(latency, 90),
-                           'p99': percentile(latency, 99), 'max': max(latency, default=math.nan),
-                           'min': min(latency, default=math.nan),
-                           'mean': sum(latency) / len(latency) if latency else math.nan},
-            'stages_ms': {k: {'mean': sum(v) / len(v) if v else math.nan, 'p50': percentile(v, 50),
-                              'p99': percentile(v, 99)} for k, v in stages.items()},
-            'results_received': results, 'detections': detections, 'frames_timed': len(latency),
+            'latency_ms': {'p50': latency.p50, 'p90': latency.p90, 'p99': latency.p99, 'max': latency.max,
+                           'min': latency.min, 'mean': latency.mean},
+            'stages_ms': {k: {'mean': v.mean, 'p50': v.p50, 'p99': v.p99}
+                          for k, v in stages.stages_ms.items() if k != 'total'},
+            'results_received': results, 'detections': detections, 'frames_timed': latency.count,
         }
 
 

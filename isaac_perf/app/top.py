@@ -4,9 +4,12 @@
     isaac-perf top --plain      # plain text lines, one block per update (also when piped / not a TTY)
     isaac-perf top --once       # one snapshot, then exit (0: got data, 1: nothing arrived in --timeout)
 
-Shows host CPU/memory, each GPU (utilisation, memory, temperature, power), each watched topic (rate
-against expected, latency p50/p99, jitter, drops), each stage-time source (FPS, latency, per-stage means)
-and every /diagnostics status that is not OK, highlighted (WARN yellow, ERROR red, STALE grey).
+Shows host CPU/memory, each GPU (utilisation, memory, temperature, power, and where the GPU has NVML GPM:
+SM activity, occupancy, tensor-core and DRAM-bandwidth use, with the headroom they imply), each watched
+topic (rate received against expected, what the publishers sent and the share lost in transport, latency
+p50/p99, jitter, drops), each stage-time source (FPS, latency, engine batch size, per-stage means), the
+GPU memory and SM use of this graph's node processes, and every /diagnostics status that is not OK,
+highlighted (WARN yellow, ERROR red, STALE grey).
 Fields are found by their labels (isaac_perf.core.telemetry.metrics), so a newer monitor's extra fields are
 ignored.
 """
@@ -19,6 +22,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, TextIO
+
+from isaac_perf.core.telemetry.gpm import GPM_FIELDS, GpmSample, headroom_notes
 
 LEVEL_NAMES = {0: 'OK', 1: 'WARN', 2: 'ERROR', 3: 'STALE'}
 LEVEL_STYLES = {0: 'green', 1: 'bold yellow', 2: 'bold red', 3: 'dim'}
@@ -92,6 +97,44 @@ def _stage_means(fields: dict[str, float]) -> list[tuple[str, float]]:
             if k.endswith('_ms_mean') and not k.startswith('latency') and k != 'total_ms_mean']
 
 
+def _known(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _gpm_text(gpu: dict[str, float]) -> str:
+    """GPM headroom after the coarse utilization, only where the GPU has GPM."""
+    if not _known(gpu.get('sm_active_percent')):
+        return ''
+    return (f"  | SM active {_f(gpu.get('sm_active_percent'))}%  "
+            f"occupancy {_f(gpu.get('sm_occupancy_percent'))}%  "
+            f"tensor {_f(gpu.get('tensor_active_percent'))}%  "
+            f"DRAM bw {_f(gpu.get('dram_bw_util_percent'))}%")
+
+
+def gpu_headroom(gpu: dict[str, float]) -> list[str]:
+    """The report's reading of one GPU's GPM block (e.g. busy but tensor cores idle)."""
+    if not _known(gpu.get('sm_active_percent')):
+        return []
+    sample = GpmSample(index=0, supported=True)
+    sample.values.update({k: float(gpu[k]) for k in GPM_FIELDS if k in gpu})
+    return headroom_notes(float(gpu.get('util_percent', math.nan)), sample)
+
+
+def _sent_text(t: dict[str, float]) -> str:
+    """What the publishers sent (sequence numbers) where it differs from what arrived."""
+    if not _known(t.get('publisher_rate_hz')):
+        return ''
+    return (f"  | sent {_f(t.get('publisher_rate_hz'))} Hz, lost in transport "
+            f"{_f(t.get('transport_loss_percent'))}%")
+
+
+def _engine_batch_text(s: dict[str, float]) -> str:
+    if not _known(s.get('engine_batch_size_mean')):
+        return ''
+    return (f"  engine batch {_f(s.get('engine_batch_size_mean'))} "
+            f"(max {_f(s.get('engine_batch_size_max'), 0)})")
+
+
 def render_plain(state: TopState, now: float | None = None) -> str:
     """The snapshot as plain text lines (for pipes, logs and tests)."""
     now = time.time() if now is None else now
@@ -115,7 +158,8 @@ def render_plain(state: TopState, now: float | None = None) -> str:
                 f"mem {_f(gpu.get('memory_used_mib'), 0)}/{_f(gpu.get('memory_total_mib'), 0)} MiB  "
                 f"temp {_f(gpu.get('temperature_c'), 0)} C  "
                 f"power {_f(gpu.get('power_w'), 0)}/{_f(gpu.get('power_limit_w'), 0)} W  "
-                f"[{LEVEL_NAMES.get(_level(gpu.get('level')), '?')}]")
+                f"[{LEVEL_NAMES.get(_level(gpu.get('level')), '?')}]{_gpm_text(gpu)}")
+            lines.extend(f'  {note}' for note in gpu_headroom(gpu))
         for name, proc in m['proc'].items():
             if not proc.get('count'):
                 continue  # a tracked process name with nothing running under it
@@ -126,13 +170,19 @@ def render_plain(state: TopState, now: float | None = None) -> str:
                 f"TOPIC {topic}: {_f(t.get('rate_hz'))} Hz (expected {_f(t.get('expected_rate_hz'))})  "
                 f"latency p50 {_f(t.get('latency_ms_p50'), 2)} p99 {_f(t.get('latency_ms_p99'), 2)} ms  "
                 f"jitter {_f(t.get('jitter_ms'), 2)} ms  drops {_f(t.get('drops'), 0)}  "
-                f"{_f(t.get('bandwidth_mbps'), 2)} MB/s  [{LEVEL_NAMES.get(_level(t.get('level')), '?')}]")
+                f"{_f(t.get('bandwidth_mbps'), 2)} MB/s  [{LEVEL_NAMES.get(_level(t.get('level')), '?')}]"
+                f"{_sent_text(t)}")
         for source, s in m['stages'].items():
             stages = '  '.join(f'{n} {_f(v, 2)}' for n, v in _stage_means(s))
             lines.append(
                 f"STAGES {source}: {_f(s.get('fps'))} fps  latency p50 {_f(s.get('latency_ms_p50'), 2)} "
                 f"p99 {_f(s.get('latency_ms_p99'), 2)} ms  batch {_f(s.get('batch_size_mean'), 1)}  | "
-                f"{stages} ms  [{LEVEL_NAMES.get(_level(s.get('level')), '?')}]")
+                f"{stages} ms  [{LEVEL_NAMES.get(_level(s.get('level')), '?')}]{_engine_batch_text(s)}")
+        for node, n in m.get('node', {}).items():
+            lines.append(f"NODE {node} (pid {_f(n.get('pid'), 0)}): "
+                         f"GPU {_f(n.get('gpu_memory_mib'), 0)} MiB  "
+                         f"SM {_f(n.get('gpu_sm_util_percent'), 0)}%  "
+                         f"on {_f(n.get('gpu_count'), 0)} GPU(s)")
     for status in state.alerts():
         lines.append(f'ALERT {LEVEL_NAMES.get(status.level, status.level)} {status.name}: {status.message}')
     return '\n'.join(lines)
@@ -163,36 +213,41 @@ def render_rich(state: TopState, now: float | None = None) -> Any:
         parts.append(head)
         if m['gpu']:
             table = Table(title='GPUs', expand=False)
-            for col in ('gpu', 'util %', 'mem MiB', 'mem %', 'temp C', 'power W', 'level'):
+            for col in ('gpu', 'util %', 'SM act %', 'occ %', 'tensor %', 'DRAM %', 'mem MiB', 'mem %',
+                        'temp C', 'power W', 'level'):
                 table.add_column(col, justify='right')
             for index, gpu in m['gpu'].items():
                 lvl = _level(gpu.get('level'))
                 frac = gpu.get('memory_used_fraction')
-                table.add_row(index, _f(gpu.get('util_percent'), 0),
+                table.add_row(index, _f(gpu.get('util_percent'), 0), _f(gpu.get('sm_active_percent')),
+                              _f(gpu.get('sm_occupancy_percent')), _f(gpu.get('tensor_active_percent')),
+                              _f(gpu.get('dram_bw_util_percent')),
                               f"{_f(gpu.get('memory_used_mib'), 0)}/{_f(gpu.get('memory_total_mib'), 0)}",
                               _f(100 * frac if frac is not None else None, 1),
                               _f(gpu.get('temperature_c'), 0), _f(gpu.get('power_w'), 0), _level_text(lvl))
             parts.append(table)
         if m['topic']:
             table = Table(title='Topics', expand=False)
-            for col in ('topic', 'Hz', 'expected', 'p50 ms', 'p99 ms', 'jitter ms', 'drops', 'MB/s', 'level'):
+            for col in ('topic', 'Hz', 'sent Hz', 'lost %', 'expected', 'p50 ms', 'p99 ms', 'jitter ms',
+                        'drops', 'MB/s', 'level'):
                 table.add_column(col, justify='left' if col == 'topic' else 'right', overflow='fold')
             for topic, t in m['topic'].items():
                 lvl = _level(t.get('level'))
-                table.add_row(topic, _f(t.get('rate_hz')), _f(t.get('expected_rate_hz')),
+                table.add_row(topic, _f(t.get('rate_hz')), _f(t.get('publisher_rate_hz')),
+                              _f(t.get('transport_loss_percent')), _f(t.get('expected_rate_hz')),
                               _f(t.get('latency_ms_p50'), 2), _f(t.get('latency_ms_p99'), 2),
                               _f(t.get('jitter_ms'), 2), _f(t.get('drops'), 0),
                               _f(t.get('bandwidth_mbps'), 2), _level_text(lvl))
             parts.append(table)
         if m['stages']:
             table = Table(title='Stage times', expand=False)
-            for col in ('source', 'fps', 'p50 ms', 'p99 ms', 'stages (mean ms)', 'level'):
+            for col in ('source', 'fps', 'p50 ms', 'p99 ms', 'engine batch', 'stages (mean ms)', 'level'):
                 table.add_column(col, justify='left' if col in ('source', 'stages (mean ms)') else 'right',
                                  overflow='fold')
             for source, s in m['stages'].items():
                 lvl = _level(s.get('level'))
                 table.add_row(source, _f(s.get('fps')), _f(s.get('latency_ms_p50'), 2),
-                              _f(s.get('latency_ms_p99'), 2),
+                              _f(s.get('latency_ms_p99'), 2), _f(s.get('engine_batch_size_mean')),
                               '  '.join(f'{n} {_f(v, 2)}' for n, v in _stage_means(s)), _level_text(lvl))
             parts.append(table)
     alerts = state.alerts()

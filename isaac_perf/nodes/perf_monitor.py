@@ -7,19 +7,21 @@ topic, each stage-time source; OK/WARN/ERROR/STALE). Watched topics are received
 deserialized; stage-time reports are read from every topic whose name ends in `stage_times`.
 
 Threads of work: message intake is O(1) per message (polled drains or raw callbacks); GPU/host sampling,
-aggregation and publishing run on timers, each in its own callback group so a slow NVML call never delays
-the drains when spun by a MultiThreadedExecutor.
+NVML GPM and per-process GPU sampling (about 3.4 ms a GPU), aggregation and publishing run on timers, each
+in its own callback group so a slow NVML call never delays the drains when spun by a MultiThreadedExecutor.
 """
 from __future__ import annotations
 
 import functools
 import math
+import os
 import socket
 import threading
 import time
 from typing import Any
 
 import psutil
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
@@ -28,7 +30,15 @@ from std_msgs.msg import Float32MultiArray, Float64MultiArray, MultiArrayDimensi
 from isaac_perf.core.params import ParamSpec
 from isaac_perf.core.telemetry import fields, metrics, stage_times
 from isaac_perf.core.telemetry.alerts import Level
+from isaac_perf.core.telemetry.gpm import GpmSample, GpmSampler
 from isaac_perf.core.telemetry.gpu import PCIE_MODES, GpuSample, GpuSampler
+from isaac_perf.core.telemetry.gpu_processes import (
+    GpuProcessSampler,
+    NodeGpuUse,
+    match_node_pids,
+    node_gpu_use,
+)
+from isaac_perf.core.telemetry.greenwave import GreenwaveStream
 from isaac_perf.core.telemetry.health import Status
 from isaac_perf.core.telemetry.monitor_policy import MonitorPolicy
 from isaac_perf.core.telemetry.stats import StageStats, StreamStats
@@ -36,6 +46,7 @@ from isaac_perf.core.telemetry.system import SystemSample, SystemSampler
 from isaac_perf.ros.diagnostics import Updater
 from isaac_perf.ros.node_main import StartupError, run_node
 from isaac_perf.ros.params import declare_params
+from isaac_perf.ros.stage_reports import stage_report_from_msg
 from isaac_perf.ros.topic_watch import WATCH_MODES, TopicWatch, watch_qos
 
 NAN = float('nan')
@@ -122,13 +133,16 @@ PARAMS: list[ParamSpec] = [
     ParamSpec('pcie_mode', 'auto', "PCIe throughput source: 'counters' (NVML byte counters), 'throughput' "
                                    "(nvmlDeviceGetPcieThroughput, blocks ~20 ms per direction), 'auto' "
                                    "(counters, else throughput) or 'off'.", choices=PCIE_MODES),
+    ParamSpec('gpm_period_s', 1.0, 'Seconds between NVML GPM samples (SM occupancy/activity, tensor and DRAM '
+                                   'activity) and per-process GPU samples, on their own timer; 0 = off.',
+              min=0.0, max=60.0),
     ParamSpec('process_patterns', DEFAULT_PROCESSES,
               'Processes whose CPU and RSS are reported: substrings of a process name or command line, or '
               'pid:<number>.'),
 ]
 
 WATCH_PARAMS = {'watched_topics', 'expected_rates_hz', 'watch_mode', 'watch_depth', 'ring_capacity'}
-TIMER_PARAMS = {'sample_period_s', 'publish_period_s', 'discovery_period_s', 'poll_period_s'}
+TIMER_PARAMS = {'sample_period_s', 'publish_period_s', 'discovery_period_s', 'poll_period_s', 'gpm_period_s'}
 
 
 def cross_check(values: dict[str, Any]) -> list[str]:
@@ -157,6 +171,7 @@ class PerfMonitor(Node):
         self._intake_group = MutuallyExclusiveCallbackGroup()
         self._sample_group = MutuallyExclusiveCallbackGroup()
         self._publish_group = MutuallyExclusiveCallbackGroup()
+        self._gpm_group = MutuallyExclusiveCallbackGroup()   # GPM's ~3 ms calls never wait on the drains
         # declare_params raises StartupError for a refused start-up value (rclpy's range/type checks too).
         self.p = declare_params(self, PARAMS, on_change=self._on_params, extra_check=self._check_changes)
         errors = cross_check(self.p)
@@ -177,6 +192,12 @@ class PerfMonitor(Node):
         self._own_cpu = NAN
         self._gpu_samples: list[GpuSample] = []
         self._sys_sample: SystemSample | None = None
+        self._gpm_samples: dict[int, GpmSample] = {}
+        self._node_use: list[NodeGpuUse] = []
+        # Pids the nodes state in their diagnostics (ros.diagnostics.Updater adds `node` and `pid`).
+        self._stated_pids: dict[str, int] = {self.get_name(): os.getpid()}
+        self._pid_sub = self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 50,
+                                                 callback_group=self._gpm_group)
         # Polled watches live on a helper node that no executor spins (see topic_watch).
         self._watch_node = Node(f'{self.get_name()}_watch', namespace=self.get_namespace(),
                                 context=self.context, start_parameter_services=False, enable_rosout=False)
@@ -207,7 +228,14 @@ class PerfMonitor(Node):
             if 'window_s' in changes:
                 for stats in [w.stats for w in self.watches.values()] + list(self.stages.values()):
                     stats.window_s = self.p['window_s']
+                for watch in self.watches.values():
+                    watch.greenwave.window_s = self.p['window_s']
+            if 'rate_tolerance_percent' in changes:
+                for topic, watch in self.watches.items():
+                    watch.greenwave.set_expected_rate(self.expected_rate(topic),
+                                                      self.p['rate_tolerance_percent'])
             if changes.keys() & {'gpu_indices', 'pcie_mode'}:
+                self._gpm.close()
                 self._gpu.close()
                 self._gpu = self._make_gpu_sampler()
             if 'process_patterns' in changes:
@@ -218,8 +246,12 @@ class PerfMonitor(Node):
 
     def _make_gpu_sampler(self) -> GpuSampler:
         indices = self.p['gpu_indices']
-        return GpuSampler(None if list(indices) == [-1] else indices, log=self.get_logger().warning,
-                          pcie=self.p['pcie_mode'])
+        indices = None if list(indices) == [-1] else indices
+        sampler = GpuSampler(indices, log=self.get_logger().warning, pcie=self.p['pcie_mode'])
+        # GPM and per-process queries go through the same NVML gateway (one NVML owner per process).
+        self._gpm = GpmSampler(sampler.gateway, indices)
+        self._gpu_procs = GpuProcessSampler(sampler.gateway, indices)
+        return sampler
 
     def expected_rate(self, topic: str) -> float:
         topics, rates = self.p['watched_topics'], self.p['expected_rates_hz']
@@ -241,10 +273,13 @@ class PerfMonitor(Node):
         for topic in wanted:
             if topic not in self.watches:
                 stats = StreamStats(self.p['ring_capacity'], self.p['window_s'])
+                greenwave = GreenwaveStream(self.expected_rate(topic), self.p['rate_tolerance_percent'],
+                                            window_s=self.p['window_s'], capacity=self.p['ring_capacity'])
                 self.watches[topic] = TopicWatch(self, topic, stats, self._intake_group, depth=depth,
                                                  log=self.get_logger().warning, mode=mode,
-                                                 sub_node=self._watch_node)
+                                                 sub_node=self._watch_node, greenwave=greenwave)
             self.watches[topic].stats.set_expected_rate(self.expected_rate(topic))
+            self.watches[topic].greenwave.set_expected_rate(self.expected_rate(topic))
         # Keep the parameter order for the metrics layout.
         self.watches = {t: self.watches[t] for t in wanted}
 
@@ -258,6 +293,9 @@ class PerfMonitor(Node):
             self.create_timer(p['discovery_period_s'], self._discover, callback_group=self._publish_group),
             self.create_timer(p['poll_period_s'], self._drain, callback_group=self._intake_group),
         ]
+        if p['gpm_period_s'] > 0:
+            self._timers.append(self.create_timer(p['gpm_period_s'], self._sample_gpm,
+                                                  callback_group=self._gpm_group))
 
     # ---- intake ----------------------------------------------------------------------------------
     def _drain(self) -> None:
@@ -269,7 +307,9 @@ class PerfMonitor(Node):
         names_and_types = dict(self.get_topic_names_and_types())
         with self._lock:
             for watch in self.watches.values():
-                if not watch.subscribed and watch.try_subscribe(names_and_types):
+                if watch.subscribed:
+                    watch.refresh_qos()   # publishers came or changed QoS: the watch follows them
+                elif watch.try_subscribe(names_and_types):
                     self.get_logger().info(f'watching {watch.topic} ({watch.type_name}, '
                                            f'{"header stamps" if watch.has_header else "no header"})')
             for topic, types in names_and_types.items():
@@ -288,7 +328,7 @@ class PerfMonitor(Node):
         now = time.time_ns()
         stats = self.stages[topic]
         try:
-            report = stage_times.decode([d.label for d in msg.layout.dim], list(msg.data))
+            report = stage_report_from_msg(msg)
         except ValueError as exc:
             stats.note_malformed()
             if topic not in self._logged_malformed:
@@ -298,7 +338,8 @@ class PerfMonitor(Node):
                     'isaac_perf/core/telemetry/stage_times.py for the format. '
                     'Counting, not logging further ones.')
             return
-        stats.record(now, report.stamp_ns, report.batch_size, report.stages_ms)
+        stats.record(now, report.stamp_ns, report.batch_size, report.stages_ms,
+                     report.extras.get('engine_batch_size', NAN))
 
     # ---- sampling and alerts ------------------------------------------------------------------------
     def _log_level_change(self, level: Level, text: str) -> None:
@@ -320,6 +361,30 @@ class PerfMonitor(Node):
             self._gpu_samples, self._sys_sample, self._own_cpu = gpus, system, own
             self.policy.check_samples(gpus, system, now)
 
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            values = {kv.key: kv.value for kv in status.values if kv.key in ('node', 'pid')}
+            if 'pid' in values and 'node' in values and values['pid'].isdigit():
+                if len(self._stated_pids) < 1024 or values['node'] in self._stated_pids:
+                    self._stated_pids[values['node']] = int(values['pid'])
+
+    def _sample_gpm(self) -> None:
+        """GPM and per-process GPU use, on their own timer and callback group (NVML's GPM metrics call
+        takes ~3 ms a GPU: it must never sit in front of the topic drains)."""
+        if not self._gpu.gateway.available():
+            return
+        now = time.monotonic_ns()
+        gpm = {s.index: s for s in self._gpm.sample(now)}
+        procs = self._gpu_procs.sample()
+        use: list[NodeGpuUse] = []
+        if procs:
+            names = [n for n, _ in self.get_node_names_and_namespaces()]
+            local = ((p.info['pid'], p.info['name'] or '', p.info['cmdline'] or [])
+                     for p in psutil.process_iter(['pid', 'name', 'cmdline']))
+            use = node_gpu_use(match_node_pids(names, self._stated_pids, local), procs)
+        with self._lock:
+            self._gpm_samples, self._node_use = gpm, use
+
     # ---- publishing -------------------------------------------------------------------------------
     def _publish(self) -> None:
         now = time.time_ns()
@@ -340,10 +405,12 @@ class PerfMonitor(Node):
         stale_count = self._build_topics(now, blocks, statuses)
         live_stages = self._build_stages(now, blocks, statuses)
         counts = self.alerts.counts()
+        for use in self._node_use:
+            blocks.append(metrics.Block('node', use.node, fields.node_metrics(use)))
         global_values = fields.global_metrics(self._sys_sample, self._gpu_samples, live_stages, {
             'topics_watched': len(self.watches), 'topics_stale': stale_count,
             'alerts_warn': counts[Level.WARN], 'alerts_error': counts[Level.ERROR],
-            'monitor_cpu_percent': self._own_cpu})
+            'monitor_cpu_percent': self._own_cpu}, self._gpm_samples.values(), self._node_use)
         labels, values = metrics.flatten(global_values, blocks)
         return labels, values, statuses
 
@@ -351,8 +418,10 @@ class PerfMonitor(Node):
         name = self.get_name()
         for g in self._gpu_samples:
             level, message = self.policy.gpu_status(g)
-            blocks.append(metrics.Block('gpu', str(g.index), fields.gpu_metrics(g, level)))
-            statuses.append(Status(f'{name}: gpu{g.index}', level, message, fields.gpu_diagnostics(g),
+            gpm = self._gpm_samples.get(g.index)
+            blocks.append(metrics.Block('gpu', str(g.index),
+                                        fields.gpu_metrics(g, level, gpm, self._node_use)))
+            statuses.append(Status(f'{name}: gpu{g.index}', level, message, fields.gpu_diagnostics(g, gpm),
                                    hardware_id=g.uuid or self.hostname))
         system = self._sys_sample
         if system is not None:
@@ -367,12 +436,15 @@ class PerfMonitor(Node):
         stale_count = 0
         for topic, watch in self.watches.items():
             snap = watch.stats.snapshot(now)
+            gw = watch.greenwave.snapshot(now)
             publishers = watch.publisher_count()
             level, message = self.policy.topic_status(topic, snap, now, publishers)
             stale_count += level == Level.STALE
-            blocks.append(metrics.Block('topic', topic, fields.topic_metrics(snap, level)))
+            reliable = None if watch.qos is None else watch.qos_reliability == 'reliable'
+            blocks.append(metrics.Block('topic', topic, fields.topic_metrics(snap, level, gw, reliable)))
+            qos = f'{watch.qos_reliability}: {watch.qos.reason}' if watch.qos is not None else ''
             statuses.append(Status(topic, level, message, fields.topic_diagnostics(
-                snap, self.p['rate_tolerance_percent'], watch.type_name, publishers)))
+                snap, self.p['rate_tolerance_percent'], watch.type_name, publishers, gw, qos)))
         return stale_count
 
     def _build_stages(self, now: int, blocks: list[metrics.Block], statuses: list[Status]) -> list:
@@ -398,6 +470,7 @@ class PerfMonitor(Node):
             self._watch_node.destroy_node()
             self._watch_node = None
         if getattr(self, '_gpu', None) is not None:
+            self._gpm.close()
             self._gpu.close()
             self._gpu = None
         super().destroy_node()

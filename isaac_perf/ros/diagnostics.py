@@ -15,6 +15,7 @@ without ROS) are added by name and run on the updater's timer; each run publishe
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -53,13 +54,16 @@ class Updater:
 
     `add(name, task)` names the status `<node name>: <name>` (a name starting with '/' is kept as it is,
     as greenwave_monitor names topic statuses). `add_source(fn)` adds a callable returning several
-    ready statuses (the monitor's per-topic ones). `force_update()` publishes now. Publishing stops
-    quietly once the context is shutting down, so a node's last timer tick never logs an error.
+    ready statuses (the monitor's per-topic ones). Each task's status also carries `node` and `pid` (the
+    monitor matches GPU processes to the graph's nodes by them). `force_update()` publishes now.
+    Publishing stops quietly once the context is shutting down, so a node's last timer tick never logs
+    an error.
     """
 
     def __init__(self, node, period_s: float = 1.0, hardware_id: str = '', topic: str = '/diagnostics',
                  callback_group=None) -> None:
         self._node = node
+        self._pid = os.getpid()
         self.hardware_id = hardware_id
         self._tasks: list[tuple[str, Task]] = []
         self._sources: list[Callable[[], Iterable[Status]]] = []
@@ -78,6 +82,10 @@ class Updater:
 
     def statuses(self) -> list[Status]:
         out = [run_task(name, task) for name, task in self._tasks]
+        for status in out:
+            # Which process this node is: the monitor matches GPU processes to the graph's nodes by it.
+            status.values.setdefault('node', self._node.get_name())
+            status.values.setdefault('pid', self._pid)
         for source in self._sources:
             out.extend(source())
         return out

@@ -17,6 +17,8 @@ import rclpy
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
+from isaac_perf.ros.compat import try_shutdown
+
 
 class StartupError(ValueError):
     """A node cannot start with the parameters it was given; the message says which one and what to do."""
@@ -48,7 +50,7 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None,
             executor.shutdown()
         if node is not None:
             node.destroy_node()
-        rclpy.try_shutdown()
+        try_shutdown()  # rclpy.try_shutdown is Iron+
     if code:
         sys.exit(code)
     return code

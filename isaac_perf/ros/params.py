@@ -15,6 +15,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from isaac_perf.core.params import ParamSpec
+from isaac_perf.ros.compat import add_post_set_parameters_callback
 from isaac_perf.ros.node_main import StartupError
 
 
@@ -82,7 +83,7 @@ def declare_params(node: Node, specs: Iterable[ParamSpec],
             changes = {p.name: p.value for p in params if p.name in by_name}
             if changes:
                 on_change(changes)
-        node.add_post_set_parameters_callback(post_set)
+        add_post_set_parameters_callback(node, post_set)  # Humble: emulated
     values = {s.name: node.get_parameter(s.name).value for s in specs}
     errors = [m for s in specs for m in [s.validate(values[s.name])] if m]
     if errors:

@@ -55,6 +55,22 @@ for _table, _policy in ((_RELIABILITY, ReliabilityPolicy), (_DURABILITY, Durabil
         _table['best_available'] = _policy.BEST_AVAILABLE
 
 
+def preset_profile(name: str) -> QoSProfile:
+    """rclpy's QoS preset `name` (any case).
+
+    Humble's QoSPresetProfiles has neither DEFAULT nor BEST_AVAILABLE: DEFAULT is rmw's default profile,
+    which a plain QoSProfile(depth=10) is on every distro.
+    """
+    key = name.upper()
+    members = QoSPresetProfiles.__members__
+    if key in members:
+        return members[key].value
+    if key == 'DEFAULT':
+        return QoSProfile(depth=10)
+    raise ValueError(f"QoS preset {name!r} is not in this rclpy (BEST_AVAILABLE needs Iron or later): use "
+                     f"one of {', '.join(['DEFAULT', *members])}")
+
+
 def _duration(ms: float | None) -> Duration:
     return Duration() if ms is None else Duration(nanoseconds=int(round(ms * 1e6)))
 
@@ -107,7 +123,7 @@ def qos_profile_from_short_keys(preset: str | None = None, reliability: str | No
                                 durability: str | None = None, depth: int | None = None,
                                 history: str | None = None) -> QoSProfile:
     """ros2topic's helper with the same arguments: a preset, then the given policies on top."""
-    profile = _copy(QoSPresetProfiles.get_from_short_key(preset) if preset else QoSProfile(depth=10))
+    profile = _copy(preset_profile(preset) if preset else QoSProfile(depth=10))
     if reliability:
         profile.reliability = ReliabilityPolicy.get_from_short_key(reliability)
     if durability:
@@ -136,7 +152,7 @@ def parse_qos_name(name: str, depth: int | None = None) -> QoSProfile:
         if not token:
             continue
         if token.upper() in PRESETS:
-            profile = _copy(QoSPresetProfiles.get_from_short_key(token))
+            profile = _copy(preset_profile(token))
         elif low.startswith('profile:'):
             kind, _, rate = low[len('profile:'):].partition('@')
             try:

@@ -46,29 +46,8 @@ def _cpu_model() -> str:
 
 def _gpus() -> list[dict[str, Any]]:
     """GPU names, memory and driver from NVML; [] without a GPU or NVML (never raises)."""
-    try:
-        import pynvml
-        pynvml.nvmlInit()
-    except Exception:  # noqa: BLE001 - no NVIDIA driver: a CPU host
-        return []
-    gpus = []
-    try:
-        driver = pynvml.nvmlSystemGetDriverVersion()
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-            name = pynvml.nvmlDeviceGetName(handle)
-            mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            gpus.append({'index': i, 'name': name.decode() if isinstance(name, bytes) else name,
-                         'memory_mib': int(mem.total) // (1 << 20),
-                         'driver': driver.decode() if isinstance(driver, bytes) else driver})
-    except Exception:  # noqa: BLE001
-        pass
-    finally:
-        try:
-            pynvml.nvmlShutdown()
-        except Exception:  # noqa: BLE001
-            pass
-    return gpus
+    from isaac_perf.core.telemetry.gpu import gpu_inventory
+    return gpu_inventory()
 
 
 _VERSIONED = ('numpy', 'onnxruntime', 'onnxruntime-gpu', 'torch', 'tensorrt', 'ros-rclpy', 'psutil', 'cupy',

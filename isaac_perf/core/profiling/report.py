@@ -31,87 +31,17 @@ from typing import Any
 
 import numpy as np
 
+from isaac_perf.core.profiling.practices import (
+    ACTIONS,
+    BEST_PRACTICES,
+    KIND_ACTIONS,
+    TIME_SHARE_PRACTICES,
+)
+from isaac_perf.core.telemetry.gpm import GPM_FIELDS, GpmSample, headroom_findings
+from isaac_perf.core.telemetry.stats import percentile, summarize
+
 REPORT_SCHEMA = 'isaac_perf.report/1'
 MIN_GPU_MS = 0.05  # a stage whose CUDA-event time is below this did no GPU work worth the name
-
-# The seed chapter's "Performance Optimization Best Practices" catalogue: practice -> (category, description).
-_MM, _GPU, _PIPE, _MODEL = 'memory_management', 'gpu_utilization', 'pipeline_design', 'model_optimization'
-BEST_PRACTICES: dict[str, tuple[str, str]] = {
-    'Pre-allocate memory pools': (_MM, 'Pre-allocate GPU memory pools to avoid allocation overhead'),
-    'Use pinned memory for host transfers': (_MM, 'Pinned memory enables faster CPU-GPU transfers'),
-    'Minimize memory copies': (_MM, 'Avoid unnecessary memory copies between CPU and GPU'),
-    'Batch operations when possible': (_MM, 'Process multiple items together to maximize throughput'),
-    'Maximize occupancy': (_GPU, 'Ensure GPU compute units are fully utilized'),
-    'Optimize memory bandwidth': (_GPU, 'Maximize memory throughput to feed compute units'),
-    'Use TensorRT optimizations': (_GPU, 'Leverage TensorRT for maximum inference performance'),
-    'Profile and optimize hotspots': (_GPU, 'Identify and optimize the most time-consuming operations'),
-    'Overlap computation and I/O': (_PIPE, 'Hide I/O latency with computation'),
-    'Minimize synchronization points': (_PIPE, 'Reduce CPU-GPU synchronization overhead'),
-    'Optimize pipeline depth': (_PIPE, 'Balance latency and throughput requirements'),
-    'Use appropriate QoS settings': (_PIPE, 'Configure ROS 2 QoS for performance requirements'),
-    'Quantize models when accuracy allows': (_MODEL, 'Use INT8 or FP16 for significant speedup'),
-    'Prune unnecessary weights': (_MODEL, 'Remove weights with minimal impact on accuracy'),
-    'Use model distillation': (_MODEL, 'Train smaller, faster student models'),
-    'Optimize for target hardware': (_MODEL, 'Tailor models for specific GPU architectures'),
-}
-
-# How each practice is applied in this stack (the seed's own "implementation" lines name pycuda tools).
-ACTIONS: dict[str, str] = {
-    'Pre-allocate memory pools': 'reuse preallocated input/output buffers (isaac_perf.core.cuda memory '
-                                 'pools; torch caching allocator) instead of allocating per frame',
-    'Use pinned memory for host transfers': 'stage host->device copies through pinned (page-locked) buffers '
-                                            'and copy with non_blocking=True',
-    'Minimize memory copies': 'upload the uint8 image once and do resize/normalize/layout on the GPU; build '
-                              'arrays with np.frombuffer on the message data (zero-copy) instead of copying',
-    'Batch operations when possible': 'batch frames/cameras (stream_batcher max_batch_size, '
-                                      'max_queue_delay_ms)',
-    'Maximize occupancy': 'raise the batch size until GPU utilisation stops rising',
-    'Optimize memory bandwidth': 'fuse elementwise preprocessing into one kernel; keep tensors contiguous',
-    'Use TensorRT optimizations': 'run the engine with backend=tensorrt (or torch with precision=fp16); '
-                                  'enable cuda_graphs to remove per-layer launch overhead',
-    'Profile and optimize hotspots': 'capture with `nsys profile -t cuda,nvtx` and sample the node with '
-                                     '`isaac-perf report --py-spy PID`; optimise the named function',
-    'Overlap computation and I/O': 'use several CUDA streams and double buffering (stream_batcher '
-                                   'num_streams) so copies overlap kernels',
-    'Minimize synchronization points': 'synchronise on CUDA events at the end of the frame only; capture the '
-                                       'engine in a CUDA graph (cuda_graphs=true)',
-    'Optimize pipeline depth': 'tune queue depth and the number of in-flight frames (qos_tuner does it '
-                               'against a latency budget)',
-    'Use appropriate QoS settings': 'best-effort, keep-last depth 1-2 for camera topics; avoid large '
-                                    'reliable queues on the hot path',
-    'Quantize models when accuracy allows': 'precision=fp16 (or int8 with TensorRT calibration) after '
-                                            'checking accuracy against the FP32 reference',
-    'Prune unnecessary weights': 'prune and re-export the model; re-check accuracy',
-    'Use model distillation': 'train a smaller student model for this task',
-    'Optimize for target hardware': 'build the engine on the target GPU (engines are cached per GPU/version)',
-}
-
-# Where a practice means something specific for a kind of stage, say that instead of the generic action.
-KIND_ACTIONS: dict[tuple[str, str], str] = {
-    ('Minimize memory copies', 'postprocess'): 'decode and NMS on the GPU (decode_detections_torch) and copy '
-                                               'only the kept boxes to the host; cap pre_nms_top_k',
-    ('Batch operations when possible', 'postprocess'): 'run NMS for the whole batch in one call instead of '
-                                                       'per frame and per class',
-    ('Minimize memory copies', 'conversion'): 'view the message buffer with np.frombuffer (zero-copy) '
-                                              'instead of copying it into a new array',
-    ('Minimize memory copies', 'publish'): 'publish fewer bytes: results instead of tensors, compact '
-                                           'layouts; keep large payloads in one process',
-    ('Batch operations when possible', 'inference'): 'raise max_batch_size (inference_node) or batch '
-                                                     'cameras with stream_batcher',
-}
-
-# Which practices answer which measured cause, per kind of stage (first = most direct).
-_TIME_SHARE_PRACTICES: dict[str, tuple[str, ...]] = {
-    'inference': ('Use TensorRT optimizations', 'Quantize models when accuracy allows',
-                  'Batch operations when possible'),
-    'preprocess': ('Minimize memory copies', 'Optimize memory bandwidth'),
-    'transfer': ('Use pinned memory for host transfers', 'Overlap computation and I/O'),
-    'conversion': ('Minimize memory copies',),
-    'postprocess': ('Minimize memory copies', 'Batch operations when possible'),
-    'publish': ('Use appropriate QoS settings', 'Minimize memory copies'),
-    'batching': ('Optimize pipeline depth',),
-    'other': ('Profile and optimize hotspots',),
-}
 
 # Stage kinds by name keyword, checked in this order (so 'postprocess' is not taken for 'preprocess').
 _STAGE_KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -218,8 +148,19 @@ def _finite(values: Any) -> np.ndarray:
     return arr[np.isfinite(arr)]
 
 
-def _pct(arr: np.ndarray, q: float) -> float:
-    return float(np.percentile(arr, q)) if arr.size else math.nan
+def _stage_stats(name: str, data: dict[str, Any], mean: float, frame_mean: float) -> StageStats:
+    """One stage's distribution (core telemetry's `summarize`: one percentile definition) and share."""
+    wall = summarize(_finite(data['wall_ms']))
+    gpu = summarize(_finite(data.get('gpu_ms')))
+    alloc = _finite(data.get('alloc_bytes'))
+    return StageStats(
+        name=name, kind=stage_kind(name), samples=wall.count, mean_ms=mean, p50_ms=wall.p50,
+        p90_ms=wall.p90, p99_ms=wall.p99, max_ms=wall.max, std_ms=wall.std,
+        cv=wall.std / mean if mean > 0 else math.nan,
+        share=mean / frame_mean if frame_mean > 0 else math.nan,
+        gpu_mean_ms=gpu.mean if gpu.count else None,
+        gpu_p50_ms=gpu.p50 if gpu.count else None, gpu_p99_ms=gpu.p99 if gpu.count else None,
+        alloc_mean_bytes=float(alloc.mean()) if alloc.size else None)
 
 
 def validate_profile(profile: dict[str, Any]) -> None:
@@ -257,7 +198,8 @@ def analyze(profile: dict[str, Any], *, share_threshold: float = 0.20, cv_thresh
     if frames.size:
         frame_mean = float(frames.mean())
         frame = {'source': 'frames', 'samples': int(frames.size), 'mean_ms': frame_mean,
-                 'p50_ms': _pct(frames, 50), 'p99_ms': _pct(frames, 99), 'max_ms': float(frames.max())}
+                 'p50_ms': percentile(frames, 50), 'p99_ms': percentile(frames, 99),
+                 'max_ms': float(frames.max())}
     else:
         frame_mean = float(sum(means.values()))
         frame = {'source': 'sum_of_stage_means', 'samples': 0, 'mean_ms': frame_mean,
@@ -269,22 +211,7 @@ def analyze(profile: dict[str, Any], *, share_threshold: float = 0.20, cv_thresh
         warnings.append(f'stages cover {100 * covered / frame_mean:.0f}% of the frame time: the rest is '
                         'untimed work; add stages around it')
 
-    stats: list[StageStats] = []
-    for name in order:
-        data = stage_data[name]
-        wall = _finite(data['wall_ms'])
-        gpu = _finite(data.get('gpu_ms'))
-        alloc = _finite(data.get('alloc_bytes'))
-        mean = means[name]
-        std = float(wall.std()) if wall.size else math.nan
-        stats.append(StageStats(
-            name=name, kind=stage_kind(name), samples=int(wall.size), mean_ms=mean, p50_ms=_pct(wall, 50),
-            p90_ms=_pct(wall, 90), p99_ms=_pct(wall, 99), max_ms=float(wall.max()) if wall.size else math.nan,
-            std_ms=std, cv=std / mean if mean > 0 else math.nan,
-            share=mean / frame_mean if frame_mean > 0 else math.nan,
-            gpu_mean_ms=float(gpu.mean()) if gpu.size else None,
-            gpu_p50_ms=_pct(gpu, 50) if gpu.size else None, gpu_p99_ms=_pct(gpu, 99) if gpu.size else None,
-            alloc_mean_bytes=float(alloc.mean()) if alloc.size else None))
+    stats = [_stage_stats(name, stage_data[name], means[name], frame_mean) for name in order]
 
     bottlenecks: list[Bottleneck] = []
     for s in stats:
@@ -319,6 +246,7 @@ def analyze(profile: dict[str, Any], *, share_threshold: float = 0.20, cv_thresh
                     fn['self_fraction'] * frame_mean,
                     f"{fn['function']} is on top of {100 * fn['self_fraction']:.1f}% of the busy samples "
                     f"({hot.get('source', '?')})"))
+    bottlenecks += gpu_headroom_bottlenecks(profile.get('gpu_headroom') or {})
     # Most frame time at stake first; ties keep the stage order (stable sort).
     bottlenecks.sort(key=lambda b: -b.impact_ms)
 
@@ -341,6 +269,31 @@ def analyze(profile: dict[str, Any], *, share_threshold: float = 0.20, cv_thresh
                   hot_functions=hot, allocation_sites=sites, warnings=warnings)
 
 
+_HEADROOM_PRACTICES = {
+    'tensor_idle': ('Quantize models when accuracy allows', 'Use TensorRT optimizations'),
+    'tensor_not_fp16': ('Quantize models when accuracy allows',),
+    'sm_underfilled': ('Batch operations when possible', 'Maximize occupancy'),
+    'low_occupancy': ('Maximize occupancy',),
+    'memory_bound': ('Optimize memory bandwidth', 'Minimize memory copies'),
+}
+
+
+def gpu_headroom_bottlenecks(gpus: dict[str, dict[str, float]]) -> list[Bottleneck]:
+    """Bottlenecks from NVML GPM per GPU: `gpus` maps a GPU index to its /performance_metrics GPU block
+    (`util_percent` and the GPM fields, e.g. as `isaac-perf run` records them). No frame time is attached
+    to them (impact 0): they say where the GPU has room, not what a frame waits for."""
+    out = []
+    for index, values in gpus.items():
+        sample = GpmSample(index=int(index) if str(index).isdigit() else 0, supported=True)
+        sample.values.update({k: float(v) for k, v in values.items() if k in GPM_FIELDS})
+        for cause, text in headroom_findings(float(values.get('util_percent', math.nan)), sample):
+            value = sample.get('tensor_active_percent' if cause.startswith('tensor') else
+                               'dram_bw_util_percent' if cause == 'memory_bound' else
+                               'sm_occupancy_percent' if cause == 'low_occupancy' else 'sm_active_percent')
+            out.append(Bottleneck(f'gpu{index}', cause, value, 0.0, 0.0, text))
+    return out
+
+
 def _uses_gpu(s: StageStats | None, min_gpu_ms: float) -> bool:
     """Did the stage keep the GPU busy? A CPU-only stage's event pair measures a few microseconds."""
     return s is not None and s.gpu_mean_ms is not None and s.gpu_mean_ms >= min_gpu_ms
@@ -351,6 +304,8 @@ def _practices_for(b: Bottleneck, s: StageStats | None, alloc_threshold_bytes: f
     """The catalogue practices that answer this bottleneck's measured cause."""
     if b.cause == 'hot_function':
         return ('Profile and optimize hotspots',)
+    if b.cause in _HEADROOM_PRACTICES:
+        return _HEADROOM_PRACTICES[b.cause]
     if b.cause == 'allocation':
         if s is not None and s.kind == 'transfer':
             return ('Pre-allocate memory pools', 'Use pinned memory for host transfers')
@@ -367,7 +322,7 @@ def _practices_for(b: Bottleneck, s: StageStats | None, alloc_threshold_bytes: f
             return ('Minimize synchronization points',)
         # No allocation or GPU evidence: find out where the time goes before changing anything.
         return ('Profile and optimize hotspots',)
-    practices = _TIME_SHARE_PRACTICES.get(kind, _TIME_SHARE_PRACTICES['other'])
+    practices = TIME_SHARE_PRACTICES.get(kind, TIME_SHARE_PRACTICES['other'])
     if kind == 'preprocess' and not _uses_gpu(s, min_gpu_ms):
         # A CPU-side preprocess: the copy-heavy part should move to the GPU after one upload.
         return practices

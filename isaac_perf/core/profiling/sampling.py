@@ -12,7 +12,7 @@ import sys
 import tempfile
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -135,10 +135,12 @@ class ThreadSampler:
         self._stacks: Counter[str] = Counter()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.rounds = 0   # sampling rounds taken: lets a caller run until enough samples, not for a time
 
     def _run(self) -> None:
         me = threading.get_ident()
         while not self._stop.wait(self.interval_s):
+            self.rounds += 1
             for tid, frame in sys._current_frames().items():
                 if tid == me:
                     continue
@@ -178,10 +180,14 @@ class ThreadSampler:
 
 
 class CProfileSampler:
-    """cProfile around a block of the calling thread (deterministic; adds per-call overhead)."""
+    """cProfile around a block of the calling thread (deterministic; adds per-call overhead).
 
-    def __init__(self) -> None:
-        self._profile = cProfile.Profile()
+    `timer` replaces cProfile's wall clock, e.g. `time.process_time` to count only this process's CPU time
+    (a busy machine's preemptions then land on no function).
+    """
+
+    def __init__(self, timer: Callable[[], float] | None = None) -> None:
+        self._profile = cProfile.Profile(timer) if timer is not None else cProfile.Profile()
 
     def __enter__(self) -> CProfileSampler:
         self._profile.enable()

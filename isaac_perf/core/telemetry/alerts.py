@@ -114,14 +114,32 @@ class AlertState:
         return Transition(self.rule.name, self.subject, old, wanted, value, now_ns, self.describe())
 
     def describe(self) -> str:
-        """One line saying where the value stands against the thresholds."""
+        """One line saying where the value stands against the threshold it crossed and the hysteresis.
+
+        Never contradicts the value: a level held by hysteresis (or by the minimum duration) while the
+        value is already back across the threshold says so, with the value at which the level is left.
+        """
         rule, unit = self.rule, self.rule.unit
         where = f'{self.subject} ' if self.subject else ''
+        value = f'{self.value:.4g}{unit}'
+        side, back = ('above', 'below') if rule.direction is Direction.ABOVE else ('below', 'above')
         if self.level == Level.OK:
-            return f'{where}{rule.name}: {self.value:.4g}{unit} back within limits'
-        side = 'above' if rule.direction is Direction.ABOVE else 'below'
-        return (f'{where}{rule.name}: {self.value:.4g}{unit} {side} {self.level.name} threshold '
-                f'{rule.threshold(self.level):.4g}{unit}')
+            limits = ', '.join(f'{lvl.name} {side} {rule.threshold(lvl):.4g}{unit}'
+                               for lvl in (Level.WARN, Level.ERROR) if rule.threshold(lvl) is not None)
+            return f'{where}{rule.name}: {value} back within limits ({limits})'
+        level = self.level.name
+        threshold = rule.threshold(self.level)
+        h = rule.hysteresis
+        release = threshold - h if rule.direction is Direction.ABOVE else threshold + h
+        leave = (f'leaves {level} {back} {release:.4g}{unit} (hysteresis {h:.4g}{unit})' if h > 0 else
+                 f'leaves {level} {back} {threshold:.4g}{unit}')
+        if rule._crossed(self.value, threshold, 0.0):
+            return f'{where}{rule.name}: {value} {side} {level} threshold {threshold:.4g}{unit}; {leave}'
+        if rule._crossed(self.value, threshold, h):
+            return (f'{where}{rule.name}: {value}, {level} held by hysteresis: it went {side} '
+                    f'{threshold:.4g}{unit} and {leave}')
+        return (f'{where}{rule.name}: {value}, back {back} {level} release {release:.4g}{unit}; {level} '
+                f'clears once that holds {rule.min_duration_s:g} s')
 
 
 class AlertBook:

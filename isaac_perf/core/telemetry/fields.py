@@ -10,7 +10,10 @@ import math
 from collections.abc import Iterable, Mapping
 
 from isaac_perf.core.telemetry.alerts import Level
+from isaac_perf.core.telemetry.gpm import GPM_FIELDS, GpmSample, headroom_notes
 from isaac_perf.core.telemetry.gpu import GpuSample
+from isaac_perf.core.telemetry.gpu_processes import NodeGpuUse
+from isaac_perf.core.telemetry.greenwave import GreenwaveSnapshot, greenwave_values, transport_values
 from isaac_perf.core.telemetry.stats import StageSnapshot, StreamSnapshot
 from isaac_perf.core.telemetry.system import SystemSample
 
@@ -36,13 +39,21 @@ def nanmin(values: Iterable[float | None]) -> float:
     return min(finite) if finite else NAN
 
 
+def _nanmean(values: Iterable[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return math.fsum(finite) / len(finite) if finite else NAN
+
+
 def _nansum(values: Iterable[float]) -> float:
     return math.fsum(v for v in values if not math.isnan(v))
 
 
 # ------------------------------------------------------------------------------------------------ GPU
 
-def gpu_metrics(g: GpuSample, level: Level) -> dict[str, float]:
+def gpu_metrics(g: GpuSample, level: Level, gpm: GpmSample | None = None,
+                pipeline: Iterable[NodeGpuUse] = ()) -> dict[str, float]:
+    """The GPU block; `gpm` its GPM sample (NaN fields without), `pipeline` this graph's node processes."""
+    mine = [u for u in pipeline if g.index in u.gpus]
     return {
         'util_percent': g.util_percent, 'memory_used_mib': g.memory_used_mib,
         'memory_total_mib': g.memory_total_mib, 'memory_used_fraction': g.memory_used_fraction,
@@ -53,11 +64,15 @@ def gpu_metrics(g: GpuSample, level: Level) -> dict[str, float]:
         'nvlink_rx_mbps': g.nvlink_rx_mbps, 'nvlink_tx_mbps': g.nvlink_tx_mbps,
         'process_count': len(g.processes_mib),
         'process_memory_mib': _nansum(g.processes_mib.values()),
-        'level': int(level)}
+        'level': int(level),
+        **{name: gpm.get(name) if gpm is not None else NAN for name in GPM_FIELDS},
+        'pipeline_process_memory_mib':
+            _nansum(g.processes_mib.get(u.pid, NAN) for u in mine) if mine else NAN,
+        'pipeline_process_sm_util_percent': _nansum(u.sm_util_percent for u in mine) if mine else NAN}
 
 
-def gpu_diagnostics(sample: GpuSample) -> dict[str, object]:
-    return {
+def gpu_diagnostics(sample: GpuSample, gpm: GpmSample | None = None) -> dict[str, object]:
+    values: dict[str, object] = {
         'name': sample.name or 'N/A',
         'uuid': sample.uuid or 'N/A',
         'utilization_percent': sample.util_percent,
@@ -79,6 +94,13 @@ def gpu_diagnostics(sample: GpuSample) -> dict[str, object]:
         'processes': ' '.join(f'{pid}:{fmt(mib, 0)}MiB' for pid, mib in sorted(sample.processes_mib.items()))
                      or 'none',
     }
+    # GPM: what the SMs did, beside NVML's coarse "a kernel was running" utilization
+    values.update({name: gpm.get(name) if gpm is not None else NAN for name in GPM_FIELDS})
+    values['gpm_supported'] = 'yes' if gpm is not None and gpm.supported else 'no'
+    notes = headroom_notes(sample.util_percent, gpm)
+    if notes:
+        values['headroom'] = ' | '.join(notes)
+    return values
 
 
 # ----------------------------------------------------------------------------------------------- host
@@ -108,7 +130,25 @@ def process_metrics(sample: SystemSample) -> dict[str, dict[str, float]]:
 
 # ---------------------------------------------------------------------------------------------- topics
 
-def topic_metrics(snap: StreamSnapshot, level: Level) -> dict[str, float]:
+def topic_metrics(snap: StreamSnapshot, level: Level, gw: GreenwaveSnapshot | None = None,
+                  reliable: bool | None = None) -> dict[str, float]:
+    """The topic block; `gw` adds publisher/received rates, drops by source and greenwave's fields."""
+    extra: dict[str, float] = {}
+    if gw is not None:
+        extra = {
+            'publisher_rate_hz': gw.publisher_rate_hz, 'received_rate_hz': gw.received_rate_hz,
+            'transport_loss_percent': gw.transport_loss_fraction * 100.0,
+            'drops_sequence': gw.drops_sequence, 'drops_stamp_gap': gw.drops_stamp_gap,
+            'messages_lost': gw.messages_lost,
+            'watch_reliable': NAN if reliable is None else float(reliable),
+            'frame_rate_node_hz': gw.frame_rate_node_hz, 'frame_rate_msg_hz': gw.frame_rate_msg_hz,
+            'current_delay_ms': gw.current_delay_ms,
+            'mean_abs_jitter_node_us': gw.mean_abs_jitter_node_us,
+            'max_abs_jitter_node_us': gw.max_abs_jitter_node_us,
+            'mean_abs_jitter_msg_us': gw.mean_abs_jitter_msg_us,
+            'max_abs_jitter_msg_us': gw.max_abs_jitter_msg_us,
+            'jitter_outliers_msg': gw.num_jitter_outliers_msg,
+            'drops': gw.drops}
     return {
         'rate_hz': snap.rate_hz, 'expected_rate_hz': snap.expected_rate_hz,
         'stamp_rate_hz': snap.stamp_rate_hz, 'bandwidth_mbps': snap.bandwidth_bps / 1e6,
@@ -117,12 +157,22 @@ def topic_metrics(snap: StreamSnapshot, level: Level) -> dict[str, float]:
         'latency_ms_p90': snap.latency_ms.p90, 'latency_ms_p99': snap.latency_ms.p99,
         'latency_ms_max': snap.latency_ms.max, 'jitter_ms': snap.jitter_ms,
         'max_abs_jitter_ms': snap.max_abs_jitter_ms, 'drops': snap.drops, 'count': snap.count,
-        'age_s': snap.age_s, 'level': int(level)}
+        'age_s': snap.age_s, 'level': int(level), **extra}
 
 
 def topic_diagnostics(snap: StreamSnapshot, tolerance_percent: float, type_name: str | None,
-                      publishers: int) -> dict[str, object]:
-    """greenwave_monitor's keys first, then ours."""
+                      publishers: int, gw: GreenwaveSnapshot | None = None,
+                      watch_qos: str = '') -> dict[str, object]:
+    """greenwave_monitor's keys first, then ours.
+
+    With `gw` (the monitor), greenwave's keys carry greenwave's own definitions (core/telemetry/greenwave.py):
+    mean/max abs jitter against the expected period, `total_dropped_frames` its message-time outlier count;
+    the lost-message counts follow under our names (`drops`, `drops_source`, `drops_sequence`, ...), beside
+    `publisher_rate_hz` (sequence numbers), `received_rate_hz` and `transport_loss_percent`.
+    """
+    if gw is not None:
+        return {**greenwave_values(gw), **transport_values(gw), **_topic_extras(snap, type_name, publishers),
+                'watch_qos': watch_qos or 'N/A'}
     has_stamps = not math.isnan(snap.stamp_rate_hz)
     expected = snap.expected_rate_hz
     return {
@@ -135,6 +185,11 @@ def topic_diagnostics(snap: StreamSnapshot, tolerance_percent: float, type_name:
         # microseconds, as greenwave_monitor reports them
         'mean_abs_jitter_node': snap.interval_ms.std * 1000.0,
         'max_abs_jitter_node': snap.max_abs_jitter_ms * 1000.0,
+        **_topic_extras(snap, type_name, publishers)}
+
+
+def _topic_extras(snap: StreamSnapshot, type_name: str | None, publishers: int) -> dict[str, object]:
+    return {
         'message_type': type_name or 'unknown (not in the graph yet)',
         'message_count': int(snap.count),
         'bandwidth_mbps': snap.bandwidth_bps / 1e6,
@@ -166,6 +221,8 @@ def stage_metrics(snap: StageSnapshot, level: Level) -> dict[str, float]:
         'latency_ms_mean': snap.latency_ms.mean, 'latency_ms_p50': snap.latency_ms.p50,
         'latency_ms_p90': snap.latency_ms.p90, 'latency_ms_p99': snap.latency_ms.p99,
         'latency_ms_max': snap.latency_ms.max, 'age_s': snap.age_s, 'level': int(level),
+        'engine_batch_size_mean': snap.engine_batch_size.mean,
+        'engine_batch_size_max': snap.engine_batch_size.max,
         **_stage_summaries(snap)}
 
 
@@ -177,6 +234,8 @@ def stage_diagnostics(snap: StageSnapshot) -> dict[str, object]:
         'frames': int(snap.frames),
         'malformed_reports': int(snap.malformed),
         'batch_size_mean': snap.batch_size.mean,
+        'engine_batch_size_mean': snap.engine_batch_size.mean,
+        'engine_batch_size_max': snap.engine_batch_size.max,
         'latency_ms_mean': snap.latency_ms.mean,
         'latency_ms_p50': snap.latency_ms.p50,
         'latency_ms_p99': snap.latency_ms.p99,
@@ -188,11 +247,14 @@ def stage_diagnostics(snap: StageSnapshot) -> dict[str, object]:
 # --------------------------------------------------------------------------------------------- global
 
 def global_metrics(system: SystemSample | None, gpus: Iterable[GpuSample],
-                   live_stages: Iterable[StageSnapshot], counts: Mapping[str, float]) -> dict[str, float]:
+                   live_stages: Iterable[StageSnapshot], counts: Mapping[str, float],
+                   gpm: Iterable[GpmSample] = (), pipeline: Iterable[NodeGpuUse] = ()) -> dict[str, float]:
     """The global fields, in the documented order; `live_stages` are the non-STALE stage sources and
     `counts` carries topics_watched, topics_stale, alerts_warn, alerts_error and monitor_cpu_percent."""
     ok_gpus = [g for g in gpus if g.ok]
     stages = list(live_stages)
+    gpm = list(gpm)
+    pipeline = list(pipeline)
     return {
         'cpu_percent': system.cpu_percent if system else NAN,
         'cpu_max_core_percent': system.cpu_max_core_percent if system else NAN,
@@ -212,4 +274,14 @@ def global_metrics(system: SystemSample | None, gpus: Iterable[GpuSample],
         'alerts_warn': counts['alerts_warn'],
         'alerts_error': counts['alerts_error'],
         'monitor_cpu_percent': counts['monitor_cpu_percent'],
+        'gpu_sm_active_percent_max': nanmax(s.get('sm_active_percent') for s in gpm),
+        'gpu_tensor_active_percent_max': nanmax(s.get('tensor_active_percent') for s in gpm),
+        'pipeline_gpu_memory_mib': _nansum(u.memory_mib for u in pipeline) if pipeline else NAN,
+        'pipeline_engine_batch_size_mean': _nanmean(s.engine_batch_size.mean for s in stages),
     }
+
+
+def node_metrics(use: NodeGpuUse) -> dict[str, float]:
+    """The `node` block: GPU use of one node's process."""
+    return {'pid': use.pid, 'gpu_memory_mib': use.memory_mib, 'gpu_sm_util_percent': use.sm_util_percent,
+            'gpu_count': len(use.gpus)}

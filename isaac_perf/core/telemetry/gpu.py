@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -122,6 +123,9 @@ class NvmlGateway:
     def nvml(self) -> Any:
         return self._module
 
+    def set_log(self, log: Callable[[str], None]) -> None:
+        self._log = log
+
     def log_once(self, key: str, message: str) -> None:
         self.faults += 1
         if key not in self._logged:
@@ -191,12 +195,59 @@ class NvmlGateway:
         self._state = None
 
 
+_shared_gateway: NvmlGateway | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_gateway(log: Callable[[str], None] | None = None) -> NvmlGateway:
+    """The process's one NVML gateway, created on first use (NVML itself starts on the first call).
+
+    Every NVML user in the package goes through it, so NVML is initialised once, each distinct fault is
+    logged once per process and unsupported queries are remembered across users. `log`, when given,
+    becomes where later faults are written (a node passes its logger); the faults already logged stay
+    logged. Never shut down by its users: NVML stays up until the process exits.
+    """
+    global _shared_gateway
+    with _shared_lock:
+        if _shared_gateway is None:
+            _shared_gateway = NvmlGateway(log)
+        elif log is not None:
+            _shared_gateway.set_log(log)
+        return _shared_gateway
+
+
+def gpu_count(gateway: NvmlGateway | None = None) -> int:
+    """GPUs NVML sees; 0 without a driver, NVML or GPUs (never raises)."""
+    return int((gateway or shared_gateway()).call('nvmlDeviceGetCount', -1, default=0))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def gpu_inventory(gateway: NvmlGateway | None = None) -> list[dict[str, Any]]:
+    """Index, name, total memory (MiB) and driver of each GPU; [] without NVML or GPUs (never raises)."""
+    gw = gateway or shared_gateway()
+    driver = _text(gw.call('nvmlSystemGetDriverVersion', -1, default=''))
+    gpus = []
+    for i in range(gpu_count(gw)):
+        handle = gw.call('nvmlDeviceGetHandleByIndex', i, i, default=None)
+        if handle is None:
+            continue
+        memory = gw.call('nvmlDeviceGetMemoryInfo', i, handle, default=None)
+        gpus.append({'index': i, 'name': _text(gw.call('nvmlDeviceGetName', i, handle, default='')),
+                     'memory_mib': int(memory.total) // MIB if memory is not None else 0, 'driver': driver})
+    return gpus
+
+
 class GpuSampler:
     """Samples every requested GPU; one NVML call per quantity per GPU.
 
-    `indices`: GPU indices to sample, or None for all GPUs. `pcie`: 'auto' reads the cumulative PCIe byte
-    counters and falls back to nvmlDeviceGetPcieThroughput (which blocks about 20 ms per direction inside
-    NVML); 'counters' or 'throughput' force one way; 'off' skips PCIe.
+    `indices`: GPU indices to sample, or None for all GPUs. `gateway`: the NVML gateway (default: the
+    process's shared one, `shared_gateway(log)`); `close` shuts down only a gateway passed in. `pcie`:
+    'auto' reads the cumulative PCIe byte counters and falls back to nvmlDeviceGetPcieThroughput (which
+    blocks about 20 ms per direction inside NVML); 'counters' or 'throughput' force one way; 'off' skips
+    PCIe.
     """
 
     def __init__(self, indices: Sequence[int] | None = None, log: Callable[[str], None] | None = None,
@@ -204,7 +255,8 @@ class GpuSampler:
                  clock_ns: Callable[[], int] = time.monotonic_ns):
         if pcie not in PCIE_MODES:
             raise ValueError(f'pcie={pcie!r}: use one of {", ".join(PCIE_MODES)}')
-        self.gateway = gateway or NvmlGateway(log)
+        self._owns_gateway = gateway is not None
+        self.gateway = gateway or shared_gateway(log)
         self.indices = None if indices is None else [int(i) for i in indices]
         self.pcie = pcie
         self.processes = processes
@@ -238,8 +290,7 @@ class GpuSampler:
                 limit_mw = gw.call('nvmlDeviceGetEnforcedPowerLimit', index, handle)
                 links = gw.field_values(index, handle, [FI_NVLINK_LINK_COUNT])[0]
                 static = _GpuStatic(
-                    handle=handle, name=name.decode() if isinstance(name, bytes) else str(name),
-                    uuid=uuid.decode() if isinstance(uuid, bytes) else str(uuid),
+                    handle=handle, name=_text(name), uuid=_text(uuid),
                     memory_total_mib=memory.total / MIB if memory is not None else NAN,
                     power_limit_w=limit_mw / 1000.0,
                     nvlink_links=0 if math.isnan(links) else int(links))
@@ -324,6 +375,8 @@ class GpuSampler:
             s.pcie_rx_mbps = gw.call('nvmlDeviceGetPcieThroughput', index, handle, 1) / 1000.0
 
     def close(self) -> None:
-        self.gateway.shutdown()
+        # The shared gateway outlives any one sampler: others in this process may still be using it.
+        if self._owns_gateway:
+            self.gateway.shutdown()
         self._static.clear()
         self._device_count = None

@@ -11,7 +11,9 @@ Order (stable; new fields are only ever appended to the end of a tuple below):
 4. one block per watched topic, in parameter order, labelled `topic:<topic name>:<field>` (`TOPIC_FIELDS`);
 5. one block per stage-time source, sorted by topic name, labelled `stages:<topic name>:<field>`:
    `STAGE_FIELDS`, then `<stage>_ms_mean`, `<stage>_ms_p50`, `<stage>_ms_p99` per stage in the order the
-   source reports them, ending with `total`.
+   source reports them, ending with `total`;
+6. one block per node of the graph whose process was found, sorted by node name, labelled
+   `node:<node name>:<field>` (`NODE_FIELDS`): the GPU use of that node's process.
 
 Units are in the names: `_percent` (0-100), `_mib`, `_mbps` (1e6 bytes per second), `_ms`, `_s`, `_hz`,
 `_c` (Celsius), `_w` (watts), `_mhz`. Unknown values are NaN. Float32 carries 24 bits of mantissa, so
@@ -23,6 +25,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
+
+from isaac_perf.core.telemetry.gpm import GPM_FIELDS
 
 NAN = float('nan')
 
@@ -46,6 +50,10 @@ class GlobalField(str, Enum):
     ALERTS_WARN = 'alerts_warn'
     ALERTS_ERROR = 'alerts_error'
     MONITOR_CPU_PERCENT = 'monitor_cpu_percent'        # this monitor process itself (100 = one core)
+    GPU_SM_ACTIVE_PERCENT_MAX = 'gpu_sm_active_percent_max'          # GPM, busiest GPU (NaN without GPM)
+    GPU_TENSOR_ACTIVE_PERCENT_MAX = 'gpu_tensor_active_percent_max'  # GPM
+    PIPELINE_GPU_MEMORY_MIB = 'pipeline_gpu_memory_mib'  # GPU memory of this graph's node processes
+    PIPELINE_ENGINE_BATCH_SIZE_MEAN = 'pipeline_engine_batch_size_mean'  # over stage sources reporting it
 
 
 GLOBAL_FIELDS: tuple[str, ...] = tuple(f.value for f in GlobalField)
@@ -55,6 +63,10 @@ GPU_FIELDS: tuple[str, ...] = (
     'temperature_c', 'power_w', 'power_limit_w', 'sm_clock_mhz', 'mem_clock_mhz', 'throttle_reasons',
     'pcie_rx_mbps', 'pcie_tx_mbps', 'nvlink_rx_mbps', 'nvlink_tx_mbps', 'process_count',
     'process_memory_mib', 'level',
+    # NVML GPM (core/telemetry/gpm.py), NaN where unsupported
+    *GPM_FIELDS,
+    # this graph's node processes on this GPU (core/telemetry/gpu_processes.py)
+    'pipeline_process_memory_mib', 'pipeline_process_sm_util_percent',
 )
 
 PROCESS_FIELDS: tuple[str, ...] = ('count', 'cpu_percent', 'rss_mib')
@@ -63,17 +75,27 @@ TOPIC_FIELDS: tuple[str, ...] = (
     'rate_hz', 'expected_rate_hz', 'stamp_rate_hz', 'bandwidth_mbps', 'mean_size_kib',
     'latency_ms_mean', 'latency_ms_p50', 'latency_ms_p90', 'latency_ms_p99', 'latency_ms_max',
     'jitter_ms', 'max_abs_jitter_ms', 'drops', 'count', 'age_s', 'level',
+    # core/telemetry/greenwave.py: what the publishers sent vs what arrived, drops by source
+    'publisher_rate_hz', 'received_rate_hz', 'transport_loss_percent', 'drops_sequence', 'drops_stamp_gap',
+    'messages_lost', 'watch_reliable',
+    # greenwave_monitor's definitions (its keys in /diagnostics)
+    'frame_rate_node_hz', 'frame_rate_msg_hz', 'current_delay_ms', 'mean_abs_jitter_node_us',
+    'max_abs_jitter_node_us', 'mean_abs_jitter_msg_us', 'max_abs_jitter_msg_us', 'jitter_outliers_msg',
 )
 
 STAGE_FIELDS: tuple[str, ...] = (
     'fps', 'reports', 'batch_size_mean', 'latency_ms_mean', 'latency_ms_p50', 'latency_ms_p90',
     'latency_ms_p99', 'latency_ms_max', 'age_s', 'level',
+    'engine_batch_size_mean', 'engine_batch_size_max',   # stream_batcher's GPU batch per frame
 )
+
+NODE_FIELDS: tuple[str, ...] = ('pid', 'gpu_memory_mib', 'gpu_sm_util_percent', 'gpu_count')
 
 STAGE_STAT_SUFFIXES: tuple[str, ...] = ('mean', 'p50', 'p99')
 
 BLOCK_FIELDS: dict[str, tuple[str, ...]] = {
     'gpu': GPU_FIELDS, 'proc': PROCESS_FIELDS, 'topic': TOPIC_FIELDS, 'stages': STAGE_FIELDS,
+    'node': NODE_FIELDS,
 }
 
 

@@ -8,7 +8,9 @@ topics by that suffix and aggregates them per publishing topic.
     data[i]             : field value
 
 Fields, in this order: `stamp_sec`, `stamp_nanosec` (the frame's header stamp, 0/0 if unknown),
-`batch_size`, then one `<stage>_ms` per stage (e.g. `pre_ms`, `infer_ms`, `post_ms`), and `total_ms`.
+`batch_size`, then one `<stage>_ms` per stage (e.g. `pre_ms`, `infer_ms`, `post_ms`), and `total_ms`;
+then any extra numbers a reporter adds, each labelled (names not ending in `_ms`), e.g. stream_batcher's
+`engine_batch_size` (frames in the GPU batch the frame ran in), which the monitor aggregates.
 The stamp is split because a float64 cannot hold epoch nanoseconds exactly.
 """
 from __future__ import annotations
@@ -24,6 +26,7 @@ class StageReport:
     stamp_ns: int
     batch_size: int
     stages_ms: dict[str, float] = field(default_factory=dict)
+    extras: dict[str, float] = field(default_factory=dict)     # labelled extra fields, e.g. engine_batch_size
 
     @property
     def total_ms(self) -> float:
@@ -36,6 +39,8 @@ def encode(report: StageReport) -> tuple[list[str], list[float]]:
     sec, nsec = divmod(int(report.stamp_ns), 1_000_000_000)
     values = [float(sec), float(nsec), float(report.batch_size)]
     values += [float(v) for v in report.stages_ms.values()] + [report.total_ms]
+    labels += list(report.extras)
+    values += [float(v) for v in report.extras.values()]
     return labels, values
 
 
@@ -48,5 +53,7 @@ def decode(labels: list[str], values: list[float]) -> StageReport:
     if missing:
         raise ValueError(f'stage report lacks {", ".join(missing)}')
     stages = {k[:-3]: float(v) for k, v in fields.items() if k.endswith('_ms') and k != 'total_ms'}
+    extras = {k: float(v) for k, v in fields.items() if not k.endswith('_ms') and k not in STAMP_FIELDS}
     stamp_ns = int(fields['stamp_sec']) * 1_000_000_000 + int(fields['stamp_nanosec'])
-    return StageReport(stamp_ns=stamp_ns, batch_size=int(fields['batch_size']), stages_ms=stages)
+    return StageReport(stamp_ns=stamp_ns, batch_size=int(fields['batch_size']), stages_ms=stages,
+                       extras=extras)

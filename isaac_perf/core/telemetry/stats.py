@@ -42,6 +42,17 @@ class Summary:
                 for k in ('mean', 'std', 'min', 'max', 'p50', 'p90', 'p99')}
 
 
+def percentile(values, q: float) -> float:
+    """Linear-interpolated percentile `q` (0-100) of `values`, NaNs ignored; NaN when there are none.
+
+    The one percentile definition of the package (numpy's default, as `summarize` uses), so a p99 from
+    the monitor, `isaac-perf run`, the bench harness, the profiler report and the benchmarks agree.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    values = values[~np.isnan(values)]
+    return float(np.percentile(values, q)) if values.size else NAN
+
+
 def summarize(values: np.ndarray) -> Summary:
     """Mean, population std, min, max and linear-interpolated p50/p90/p99 of `values` (NaNs ignored)."""
     values = np.asarray(values, dtype=np.float64)
@@ -52,6 +63,16 @@ def summarize(values: np.ndarray) -> Summary:
     return Summary(count=int(values.size), mean=float(values.mean()), std=float(values.std()),
                    min=float(values.min()), max=float(values.max()),
                    p50=float(p50), p90=float(p90), p99=float(p99))
+
+
+def means_by_name(rows) -> dict[str, float]:
+    """Per-name mean over rows of {name: value} (e.g. each report's stages_ms); a name missing from a row
+    does not count for that row. Names keep their first-seen order."""
+    columns: dict[str, list[float]] = {}
+    for row in rows:
+        for name, value in row.items():
+            columns.setdefault(name, []).append(value)
+    return {name: summarize(np.asarray(values)).mean for name, values in columns.items()}
 
 
 class Ring:
@@ -237,6 +258,7 @@ class StageSnapshot:
     stages_ms: dict[str, Summary] = field(default_factory=dict)  # includes 'total'
     age_s: float = math.inf
     malformed: int = 0
+    engine_batch_size: Summary = Summary()   # frames in the GPU batch each frame ran in (stream_batcher)
 
 
 class StageStats:
@@ -251,6 +273,7 @@ class StageStats:
         self._arrival = Ring(capacity, np.int64, 0)
         self._latency = Ring(capacity)
         self._batch = Ring(capacity)
+        self._engine_batch = Ring(capacity)
         self._stages: dict[str, Ring] = {}
         self._max_stages = max_stages
         self._lock = threading.Lock()
@@ -260,10 +283,13 @@ class StageStats:
         self.malformed = 0
         self._last_arrival_ns: int | None = None
 
-    def record(self, now_ns: int, stamp_ns: int, batch_size: int, stages_ms: dict[str, float]) -> None:
-        """Note one report received at `now_ns`; `stamp_ns` 0 means the frame stamp is unknown."""
+    def record(self, now_ns: int, stamp_ns: int, batch_size: int, stages_ms: dict[str, float],
+               engine_batch_size: float = NAN) -> None:
+        """Note one report received at `now_ns`; `stamp_ns` 0 means the frame stamp is unknown;
+        `engine_batch_size` NaN where the reporter does not batch across streams."""
         with self._lock:
             self._arrival.push(now_ns)
+            self._engine_batch.push(engine_batch_size)
             self._latency.push((now_ns - stamp_ns) / NS_PER_MS if stamp_ns > 0 else np.nan)
             self._batch.push(batch_size)
             total = 0.0
@@ -297,15 +323,27 @@ class StageStats:
         with self._lock:
             self.malformed += 1
 
-    def snapshot(self, now_ns: int) -> StageSnapshot:
+    def reset(self) -> None:
+        """Forget every report (counters too), keeping capacity and window."""
+        with self._lock:
+            for ring in (self._arrival, self._latency, self._batch):
+                ring.clear()
+            self._stages.clear()
+            self.reports = self.frames = self.malformed = 0
+            self._last_arrival_ns = None
+
+    def snapshot(self, now_ns: int, window_s: float | None = None) -> StageSnapshot:
+        """Statistics of the reports within `window_s` (default: the configured window) before `now_ns`."""
+        window_s = self.window_s if window_s is None else window_s
         with self._lock:
             arrival = self._arrival.values()
             latency = self._latency.values()
             batch = self._batch.values()
+            engine_batch = self._engine_batch.values()
             stages = {name: ring.values() for name, ring in self._stages.items()}
             reports, frames, malformed = self.reports, self.frames, self.malformed
             last = self._last_arrival_ns
-        in_window = arrival > now_ns - int(self.window_s * NS_PER_S)
+        in_window = arrival > now_ns - int(window_s * NS_PER_S)
         arrival = arrival[in_window]
         batch = batch[in_window]
         fps = NAN
@@ -318,4 +356,5 @@ class StageStats:
         return StageSnapshot(
             reports=reports, frames=frames, fps=fps, latency_ms=summarize(latency[in_window]),
             batch_size=summarize(batch), stages_ms=stage_summaries,
-            age_s=math.inf if last is None else (now_ns - last) / NS_PER_S, malformed=malformed)
+            age_s=math.inf if last is None else (now_ns - last) / NS_PER_S, malformed=malformed,
+            engine_batch_size=summarize(engine_batch[in_window]))

@@ -176,16 +176,7 @@ class RealtimeController:
         names = self.names
         cfg = {n: state.config[n] for n in names if n in state.config}
         if self.config is None or _key(cfg, names) != _key(self.config, names):
-            changed_outside = self.config is not None
-            self.config = cfg
-            self._probe = None
-            self._pending = None
-            self._over = 0
-            self._changed_at = now_s
-            if changed_outside:
-                return self._decide('external', 'the settings changed outside the tuner; measuring them anew',
-                                    now_s, state)
-            return self._decide('settling', 'first measurement: waiting for a settled window', now_s, state)
+            return self._restart(now_s, state, cfg)
         if now_s - self._changed_at < self.settle_s:
             return self._decide('settling', f'waiting {self.settle_s:g} s after the last change', now_s,
                                 state)
@@ -218,6 +209,24 @@ class RealtimeController:
         since = now_s - max(self._changed_at, self._proposed_at)
         if since < self.cooldown_s:
             return self._decide('cooldown', f'{self.cooldown_s - since:.1f} s of cooldown left', now_s, state)
+        return self._advance(now_s, state, purpose)
+
+    def _restart(self, now_s: float, state: PipelineState, cfg: dict[str, Any]) -> Decision:
+        """A new setting (the first, or one made outside the tuner): forget the probe, measure it anew."""
+        changed_outside = self.config is not None
+        self.config = cfg
+        self._probe = None
+        self._pending = None
+        self._over = 0
+        self._changed_at = now_s
+        if changed_outside:
+            return self._decide('external', 'the settings changed outside the tuner; measuring them anew',
+                                now_s, state)
+        return self._decide('settling', 'first measurement: waiting for a settled window', now_s, state)
+
+    def _advance(self, now_s: float, state: PipelineState, purpose: str) -> Decision:
+        """Propose the first change worth trying for `purpose`; otherwise report impossible or converged."""
+        r = self.requirements
         advice = advise(r, state, self.knobs, purpose)
         for change in advice.changes:
             if self._worth_trying(change, state, purpose):

@@ -324,6 +324,15 @@ def better(a: Trial | None, b: Trial | None, min_gain: float = 0.0) -> bool:
     return a.excess < b.excess * (1.0 - min_gain) if math.isfinite(b.excess) else math.isfinite(a.excess)
 
 
+def best_trial(trials: Sequence[Trial]) -> Trial | None:
+    """The best of `trials` by `better` (None when there are none)."""
+    best = None
+    for t in trials:
+        if better(t, best):
+            best = t
+    return best
+
+
 class BudgetExhausted(RuntimeError):
     """The runner was asked for more trials than `max_trials` allows."""
 
@@ -422,10 +431,7 @@ def exhaustive_search(runner: TrialRunner, space: SearchSpace) -> SearchResult:
     except BudgetExhausted as exc:
         reason = str(exc)
     trials = runner.trials[first:]
-    best = None
-    for t in trials:
-        if better(t, best):
-            best = t
+    best = best_trial(trials)
     return SearchResult(best=best, trials=trials, stop_reason=reason, method='exhaustive')
 
 
@@ -516,8 +522,5 @@ def hill_climb(runner: TrialRunner, space: SearchSpace, start: Mapping[str, Valu
     except BudgetExhausted as exc:
         reason = str(exc)
     trials = runner.trials[first:]
-    best = None
-    for t in trials:
-        if better(t, best):
-            best = t
+    best = best_trial(trials)
     return SearchResult(best=best, trials=trials, stop_reason=reason, method='hill_climb', path=path)

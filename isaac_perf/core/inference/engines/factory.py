@@ -38,15 +38,8 @@ def cuda_available() -> bool:
             return bool(torch.cuda.is_available())
         except Exception:  # noqa: BLE001 - a broken CUDA install must read as 'no GPU', not crash
             return False
-    try:
-        import pynvml
-        pynvml.nvmlInit()
-        try:
-            return pynvml.nvmlDeviceGetCount() > 0
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001 - no driver / no NVML
-        return False
+    from isaac_perf.core.telemetry.gpu import gpu_count
+    return gpu_count() > 0
 
 
 def tensorrt_available() -> bool:

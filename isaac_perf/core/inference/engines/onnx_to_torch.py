@@ -114,29 +114,12 @@ class _Converter:
     def run(self):
         torch = self.torch
         g = self.model.graph
-        for node in g.node:
-            if node.op_type == 'Constant':
-                a = _attrs(node)
-                if 'value' not in a:
-                    raise ConversionError(f"Constant node '{node.name}' uses {sorted(a)}; only 'value' is "
-                                          'supported')
-                from onnx import numpy_helper
-                self.consts[node.output[0]] = numpy_helper.to_array(a['value'])
-        consumers: dict[str, int] = {}
-        for node in g.node:
-            for i in node.input:
-                consumers[i] = consumers.get(i, 0) + 1
+        # The plans below key nodes by id(); protobuf hands out one wrapper per node only while some
+        # reference keeps it alive, so hold them all for the whole conversion.
+        self._alive = list(g.node)
+        self._collect_constants(g)
         graph_outputs = {o.name for o in g.output}
-        bn_of: dict[str, Any] = {}
-        if self.fold_bn:
-            producers = {o: n for n in g.node for o in n.output}
-            for node in g.node:
-                if node.op_type == 'BatchNormalization':
-                    src = producers.get(node.input[0])
-                    if (src is not None and src.op_type == 'Conv' and consumers.get(node.input[0]) == 1
-                            and node.input[0] not in graph_outputs
-                            and all(self.const(n) is not None for n in node.input[1:5])):
-                        bn_of[src.output[0]] = node
+        bn_of = self._plan_bn_folds(g, graph_outputs) if self.fold_bn else {}
         skip = {id(n) for n in bn_of.values()}
         fused = self._plan_fusion(g, bn_of, graph_outputs) if self.fuse else {}
         deferred = {id(conv): (conv, add) for conv, add, _ in fused.values() if add is not None}
@@ -160,35 +143,65 @@ class _Converter:
                     f'converter (supported: {", ".join(sorted(SUPPORTED_OPS))}); use backend onnxruntime or '
                     'tensorrt for this model')
             if id(node) in at_add:
-                # conv + add + relu, emitted here (where the residual input `z` exists), not at the conv
-                conv, relu = at_add[id(node)]
-                eff = self._conv_out(conv, bn_of)
-                z = node.input[1] if node.input[0] == eff else node.input[0]
-                bn = bn_of.get(conv.output[0])
-                extra = self._moved_bias.pop(z, None)
-                self.op_Conv(conv, bn=bn, fuse='add_relu', z=self.value(z), extra_bias=extra)
-                self.env[relu.output[0]] = self.env[conv.output[0]]
-                self.fused += 1
-                self.folded += bn is not None
-                continue
-            if node.op_type == 'Conv':
-                bn = bn_of.get(node.output[0])
-                plan = fused.get(id(node))
-                donate = self._bias_donors.get(id(node))
-                self.op_Conv(node, bn=bn, fuse='relu' if plan else None, donate_bias_as=donate)
-                if bn is not None:
-                    self.env[bn.output[0]] = self.env[node.output[0]]
-                    self.folded += 1
-                if plan:
-                    self.env[plan[2].output[0]] = self.env[node.output[0]]
-                    self.fused += 1
-                continue
-            handler(node)
+                self._emit_conv_add_relu(node, *at_add[id(node)], bn_of)
+            elif node.op_type == 'Conv':
+                self._emit_conv(node, bn_of, fused.get(id(node)))
+            else:
+                handler(node)
         outs = [self.env[o.name] if o.name in self.env else self.value(o.name) for o in g.output]
         self.graph.output(tuple(outs))
         gm = torch.fx.GraphModule(self.root, self.graph)
         gm.onnx_output_names = [o.name for o in g.output]
         return gm
+
+    def _collect_constants(self, g) -> None:
+        for node in g.node:
+            if node.op_type == 'Constant':
+                a = _attrs(node)
+                if 'value' not in a:
+                    raise ConversionError(f"Constant node '{node.name}' uses {sorted(a)}; only 'value' is "
+                                          'supported')
+                from onnx import numpy_helper
+                self.consts[node.output[0]] = numpy_helper.to_array(a['value'])
+
+    def _plan_bn_folds(self, g, graph_outputs) -> dict[str, Any]:
+        """Conv output name -> the BatchNormalization that only it feeds, with constant parameters."""
+        consumers: dict[str, int] = {}
+        for node in g.node:
+            for i in node.input:
+                consumers[i] = consumers.get(i, 0) + 1
+        producers = {o: n for n in g.node for o in n.output}
+        bn_of: dict[str, Any] = {}
+        for node in g.node:
+            if node.op_type == 'BatchNormalization':
+                src = producers.get(node.input[0])
+                if (src is not None and src.op_type == 'Conv' and consumers.get(node.input[0]) == 1
+                        and node.input[0] not in graph_outputs
+                        and all(self.const(n) is not None for n in node.input[1:5])):
+                    bn_of[src.output[0]] = node
+        return bn_of
+
+    def _emit_conv_add_relu(self, add, conv, relu, bn_of) -> None:
+        """conv + add + relu, emitted at the add (where the residual input `z` exists), not at the conv."""
+        eff = self._conv_out(conv, bn_of)
+        z = add.input[1] if add.input[0] == eff else add.input[0]
+        bn = bn_of.get(conv.output[0])
+        extra = self._moved_bias.pop(z, None)
+        self.op_Conv(conv, bn=bn, fuse='add_relu', z=self.value(z), extra_bias=extra)
+        self.env[relu.output[0]] = self.env[conv.output[0]]
+        self.fused += 1
+        self.folded += bn is not None
+
+    def _emit_conv(self, node, bn_of, plan) -> None:
+        bn = bn_of.get(node.output[0])
+        donate = self._bias_donors.get(id(node))
+        self.op_Conv(node, bn=bn, fuse='relu' if plan else None, donate_bias_as=donate)
+        if bn is not None:
+            self.env[bn.output[0]] = self.env[node.output[0]]
+            self.folded += 1
+        if plan:
+            self.env[plan[2].output[0]] = self.env[node.output[0]]
+            self.fused += 1
 
     @staticmethod
     def _conv_out(conv, bn_of) -> str:

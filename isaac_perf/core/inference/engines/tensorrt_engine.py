@@ -12,7 +12,8 @@ Build (``build_plan``):
 * Precision: TensorRT 10 uses weak typing with ``BuilderFlag.FP16`` / ``BuilderFlag.INT8`` (INT8 with an
   entropy calibrator fed from sample frames, whose calibration cache is written next to the plan).
   TensorRT 11 removed those flags: networks are strongly typed, so FP16 is obtained by rewriting the ONNX
-  model to FP16 first (``onnx_to_fp16``; I/O stays FP32), and INT8 needs a model with explicit Q/DQ nodes.
+  model to FP16 first (``onnx_to_fp16``, onnxconverter-common's ``convert_float_to_float16`` with
+  ``keep_io_types``: I/O stays FP32), and INT8 needs a model with explicit Q/DQ nodes.
 * ``config.set_memory_pool_limit(WORKSPACE, workspace_mb)``, a timing cache file reused across builds,
   and an ``IProgressMonitor`` drawing tqdm bars while the builder works (minutes for big models).
 
@@ -23,12 +24,16 @@ version + the plan's checksum; any mismatch rebuilds (see :mod:`.cache`).
 Run: ``context.set_input_shape`` + ``context.set_tensor_address`` for every I/O tensor, then
 ``execute_async_v3(stream)``. Device buffers are torch CUDA tensors (torch is how this project reaches
 CUDA from Python where TensorRT runs).
+
+Types: ``trt`` is the real module for type checkers (``tensorrt-stubs`` 10.13, requirements/test.txt), so
+mypy holds every call here against TensorRT's API (test/test_tensorrt_types.py). At run time TensorRT is
+optional and imported on first use by ``import_tensorrt``.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,22 +52,30 @@ from isaac_perf.core.inference.engines.base import (
 )
 from isaac_perf.core.inference.engines.cache import cache_digest, validate_artifact, write_artifact
 
+if TYPE_CHECKING:
+    import tensorrt as trt
+else:
+    trt = None  # bound by import_tensorrt(): TensorRT is optional
+
 PLAN_FORMAT = 1
 
 
 def import_tensorrt():
     """The tensorrt module, or EngineError saying how to get it (or which backend to use instead)."""
+    global trt
     try:
-        import tensorrt as trt
+        import tensorrt as module
+        if getattr(module, '__file__', None) is None:  # a namespace package: tensorrt-stubs' .pyi files only
+            raise ImportError('only type stubs (tensorrt-stubs) are installed')
     except ImportError as e:
         raise EngineError('TensorRT is not installed (import tensorrt failed): install TensorRT 10 or 11 '
                           'with its Python bindings (pip install tensorrt-cu12 / tensorrt-cu13), or use '
                           "backend 'torch' (GPU) or 'onnxruntime' (CPU)") from e
-    if not hasattr(trt, 'Builder') or not hasattr(trt, 'OnnxParser'):
-        raise EngineError(f'this TensorRT {getattr(trt, "__version__", "?")} has no Builder/OnnxParser (a '
-                          'lean '
-                          'or dispatch runtime?): install the full TensorRT package to build engines')
-    return trt
+    if not hasattr(module, 'Builder') or not hasattr(module, 'OnnxParser'):
+        raise EngineError(f'this TensorRT {getattr(module, "__version__", "?")} has no Builder/OnnxParser '
+                          '(a lean or dispatch runtime?): install the full TensorRT package to build engines')
+    trt = module
+    return module
 
 
 def trt_major(version: str) -> int:
@@ -110,69 +123,19 @@ def plan_path(cache_dir: str, model_path: str, key: Mapping[str, Any]) -> str:
 def onnx_to_fp16(model, keep_io_types: bool = True):
     """A copy of an FP32 ONNX model with FP16 weights and activations (TensorRT 11 strong typing).
 
-    Float initializers and Constant values become float16, except inputs that must stay float32 by the
-    ONNX spec (Resize scales/roi). With keep_io_types the graph keeps FP32 inputs/outputs and casts at the
-    edges, so callers feed the same arrays as before.
+    onnxconverter-common maintains the rules (ops that must stay FP32, Resize scales, Cast targets, value
+    infos); with keep_io_types the graph keeps FP32 inputs/outputs and casts at the edges, so callers feed
+    the same arrays as before.
     """
+    try:
+        from onnxconverter_common.float16 import convert_float_to_float16
+    except ImportError as e:
+        raise EngineError('FP16 models for TensorRT 11 need onnxconverter-common: pip install '
+                          "'isaac_perf[tensorrt]' (or onnxconverter-common), or use precision fp32") from e
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    g = m.graph
-    keep32 = set()
-    for node in g.node:
-        if node.op_type == 'Resize':
-            keep32.update(node.input[1:3])
-    for i, init in enumerate(g.initializer):
-        if init.data_type == TensorProto.FLOAT and init.name not in keep32:
-            arr = numpy_helper.to_array(init).astype(np.float16)
-            g.initializer[i].CopyFrom(numpy_helper.from_array(arr, init.name))
-    for node in g.node:
-        if node.op_type == 'Constant' and node.output[0] not in keep32:
-            for a in node.attribute:
-                if a.name == 'value' and a.t.data_type == TensorProto.FLOAT:
-                    half = numpy_helper.to_array(a.t).astype(np.float16)
-                    a.t.CopyFrom(numpy_helper.from_array(half, a.t.name))
-        if node.op_type == 'Cast':
-            for a in node.attribute:
-                if a.name == 'to' and a.i == TensorProto.FLOAT:
-                    a.i = TensorProto.FLOAT16
-    for vi in g.value_info:
-        if vi.type.tensor_type.elem_type == TensorProto.FLOAT:
-            vi.type.tensor_type.elem_type = TensorProto.FLOAT16
-    inits = {i.name for i in g.initializer}
-    if keep_io_types:
-        new_nodes = []
-        for inp in g.input:
-            if inp.name in inits or inp.type.tensor_type.elem_type != TensorProto.FLOAT:
-                continue
-            casted = inp.name + '_fp16'
-            for node in g.node:
-                for j, name in enumerate(node.input):
-                    if name == inp.name:
-                        node.input[j] = casted
-            new_nodes.append(helper.make_node('Cast', [inp.name], [casted], name=casted,
-                                              to=TensorProto.FLOAT16))
-        tail = []
-        for out in g.output:
-            if out.type.tensor_type.elem_type != TensorProto.FLOAT:
-                continue
-            raw = out.name + '_fp16'
-            for node in g.node:
-                for j, name in enumerate(node.output):
-                    if name == out.name:
-                        node.output[j] = raw
-            tail.append(helper.make_node('Cast', [raw], [out.name], name=out.name + '_cast',
-                                         to=TensorProto.FLOAT))
-        nodes = new_nodes + list(g.node) + tail
-        del g.node[:]
-        g.node.extend(nodes)
-    else:
-        for vi in list(g.input) + list(g.output):
-            if vi.name not in inits and vi.type.tensor_type.elem_type == TensorProto.FLOAT:
-                vi.type.tensor_type.elem_type = TensorProto.FLOAT16
-    onnx.checker.check_model(m)
-    return m
+    half = convert_float_to_float16(model, keep_io_types=keep_io_types)
+    onnx.checker.check_model(half)
+    return half
 
 
 class CalibrationBatches:
@@ -244,7 +207,7 @@ class BuildProgress:
         self.finished.append(phase_name)
 
 
-def make_progress_monitor(trt, progress: BuildProgress):
+def make_progress_monitor(progress: BuildProgress) -> trt.IProgressMonitor:
     """A trt.IProgressMonitor forwarding to `progress` (documented TensorRT 10+ interface)."""
 
     class _Monitor(trt.IProgressMonitor):
@@ -263,7 +226,8 @@ def make_progress_monitor(trt, progress: BuildProgress):
     return _Monitor()
 
 
-def make_calibrator(trt, batches: CalibrationBatches, input_name: str, cache_file: str, device: str = 'cuda'):
+def make_calibrator(batches: CalibrationBatches, input_name: str, cache_file: str,
+                    device: str = 'cuda') -> trt.IInt8EntropyCalibrator2:
     """An IInt8EntropyCalibrator2 (TensorRT 10) fed from `batches`, with its cache file read/written."""
     import torch
 
@@ -271,7 +235,7 @@ def make_calibrator(trt, batches: CalibrationBatches, input_name: str, cache_fil
         def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)
             self._iter = iter(batches)
-            self._buf = None
+            self._buf: Any = None  # the torch tensor TensorRT reads the current batch from
 
         def get_batch_size(self):
             return batches.batch_size
@@ -316,7 +280,7 @@ class TensorRTEngine(Engine):
 
     def __init__(self, model_path: str, options: EngineOptions | None = None,
                  log: Callable[[str], None] | None = None) -> None:
-        self.trt = trt = import_tensorrt()
+        import_tensorrt()
         try:
             import torch
         except ImportError as e:
@@ -372,14 +336,13 @@ class TensorRTEngine(Engine):
                 raise EngineError(f'TensorRT built a plan it cannot deserialize ({path}); check the '
                                   'TensorRT log '
                                   'above')
-        self.engine = engine
-        self.context = engine.create_execution_context()
-        self._inputs, self._outputs = self._engine_specs()
+        self.engine: trt.ICudaEngine | None = engine
+        self.context: trt.IExecutionContext | None = engine.create_execution_context()
+        self._inputs, self._outputs = self._engine_specs(engine)
         self._stream = torch.cuda.Stream(self._device)
 
     # -- build -----------------------------------------------------------------------------------------------
     def build_plan(self, model, cache_dir: str) -> bytes:
-        trt = self.trt
         opts = self.options
         builder = trt.Builder(self.trt_logger)
         flags = 0
@@ -402,7 +365,7 @@ class TensorRTEngine(Engine):
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opts.workspace_mb) << 20)
         profile = builder.create_optimization_profile()
         for name, (mn, opt, mx) in self.shapes.items():
-            profile.set_shape(name, mn, opt, mx)
+            profile.set_shape(name, trt.Dims(list(mn)), trt.Dims(list(opt)), trt.Dims(list(mx)))
         config.add_optimization_profile(profile)
         if not self.strongly_typed:
             if self.precision in ('fp16', 'int8'):
@@ -418,7 +381,7 @@ class TensorRTEngine(Engine):
                 batches = CalibrationBatches(data, self.shapes[first][1][0])
                 calib_file = os.path.splitext(self.plan_file)[0] + '.calib'
                 config.set_calibration_profile(profile)
-                config.int8_calibrator = make_calibrator(trt, batches, first, calib_file, str(self._device))
+                config.int8_calibrator = make_calibrator(batches, first, calib_file, str(self._device))
         timing_path = os.path.join(cache_dir, 'tensorrt', 'timing.cache')
         blob = b''
         if os.path.isfile(timing_path):
@@ -427,7 +390,7 @@ class TensorRTEngine(Engine):
         timing = config.create_timing_cache(blob)
         config.set_timing_cache(timing, ignore_mismatch=True)  # a foreign cache is ignored, not fatal
         progress = BuildProgress(enabled=bool(opts.extra.get('progress', True)))
-        config.progress_monitor = make_progress_monitor(trt, progress)
+        config.progress_monitor = make_progress_monitor(progress)
         plan = builder.build_serialized_network(network, config)
         if plan is None:
             raise EngineError(f'TensorRT failed to build an engine for {self.model_path} (see its log '
@@ -440,15 +403,16 @@ class TensorRTEngine(Engine):
         return bytes(plan)
 
     # -- run -------------------------------------------------------------------------------------------------
-    def _engine_specs(self):
-        trt = self.trt
-        ins, outs = [], []
-        for i in range(self.engine.num_io_tensors):
-            name = self.engine.get_tensor_name(i)
-            shape = tuple(int(d) for d in self.engine.get_tensor_shape(name))
-            dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))).name
+    @staticmethod
+    def _engine_specs(engine: trt.ICudaEngine) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        ins: list[TensorSpec] = []
+        outs: list[TensorSpec] = []
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            shape = tuple(int(d) for d in engine.get_tensor_shape(name)[:])
+            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name))).name
             spec = TensorSpec(name, shape, dtype)
-            (ins if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else outs).append(spec)
+            (ins if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else outs).append(spec)
         return ins, outs
 
     @property
@@ -458,6 +422,9 @@ class TensorRTEngine(Engine):
 
     def infer_async(self, feeds: Mapping[str, Any], stream: Any = None) -> dict[str, Any]:
         torch = self.torch
+        context = self.context
+        if context is None:
+            raise EngineError(f'this TensorRT engine ({self.model_path}) is closed: create a new one')
         check_feeds(self._inputs, feeds, self.max_batch_size)
         stream = stream or self._stream
         keep = []
@@ -467,15 +434,15 @@ class TensorRTEngine(Engine):
                 t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
                 t = t.to(self._device, getattr(torch, spec.dtype), non_blocking=True).contiguous()
                 keep.append(t)
-                self.context.set_input_shape(spec.name, tuple(t.shape))
-                self.context.set_tensor_address(spec.name, int(t.data_ptr()))
+                context.set_input_shape(spec.name, tuple(t.shape))
+                context.set_tensor_address(spec.name, int(t.data_ptr()))
             outs = {}
             for spec in self._outputs:
-                shape = tuple(self.context.get_tensor_shape(spec.name))
+                shape = context.get_tensor_shape(spec.name)[:]  # Dims slices to a tuple
                 o = torch.empty(shape, dtype=getattr(torch, spec.dtype), device=self._device)
-                self.context.set_tensor_address(spec.name, int(o.data_ptr()))
+                context.set_tensor_address(spec.name, int(o.data_ptr()))
                 outs[spec.name] = o
-            if not self.context.execute_async_v3(stream.cuda_stream):
+            if not context.execute_async_v3(stream.cuda_stream):
                 raise EngineError('TensorRT execute_async_v3 failed (see its log); check input shapes '
                                   'against '
                                   f'the engine profile {self.shapes}')
