@@ -16,6 +16,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from isaac_perf.core.dds_profile import dds_environment
 from isaac_perf.core.paths import config_file
 from isaac_perf.core.pipeline_graph import batcher_nodes
 
@@ -42,6 +43,7 @@ def _nodes(context, *args, **kwargs):
     graph = batcher_nodes(int(value['num_cameras']), float(value['rate_hz']), int(value['width']),
                           int(value['height']), value['params_file'], value['monitor_params_file'], batcher)
     return [Node(package='isaac_perf', executable=n.executable, name=n.name, output='screen',
+                 additional_env=dds_environment(),  # the large-frame DDS profile
                  parameters=list(n.parameters)) for n in graph]
 
 

@@ -15,6 +15,8 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from isaac_perf.core.dds_profile import dds_environment
+
 
 def _monitor(context, *args, **kwargs):
     import yaml
@@ -24,6 +26,7 @@ def _monitor(context, *args, **kwargs):
     if topics:
         params.append({'watched_topics': [str(t) for t in topics]})
     return [Node(package='isaac_perf', executable='perf_monitor', name='perf_monitor', output='screen',
+                 additional_env=dds_environment(),  # the large-frame DDS profile
                  parameters=params, arguments=['--ros-args', '--log-level',
                                                LaunchConfiguration('log_level').perform(context)])]
 

@@ -14,6 +14,8 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from isaac_perf.core.dds_profile import dds_environment
+
 ARGUMENTS = {
     'params_file': ('', 'Params file for all nodes; empty = config/pipeline.yaml of isaac_perf.'),
     'backend': ('', 'Inference backend: auto, onnxruntime, torch or tensorrt; empty = from the params file.'),
@@ -49,6 +51,7 @@ def _nodes(context, *args, **kwargs):
         width=number('width', int), height=number('height', int))
     ros_args = ['--log-level', arg('log_level')]
     return [Node(package='isaac_perf', executable=n.executable, name=n.name, output='screen',
+                 additional_env=dds_environment(),  # the large-frame DDS profile
                  parameters=list(n.parameters), ros_arguments=ros_args)
             for n in pipeline_nodes(params, use_monitor=arg('use_monitor').lower() in ('true', '1', 'yes'))]
 

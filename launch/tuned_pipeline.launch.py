@@ -19,6 +19,8 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from isaac_perf.core.dds_profile import dds_environment
+
 DEFAULT_TUNED = '~/.ros/isaac_perf/tuned_stream_batcher.yaml'
 
 
@@ -35,6 +37,7 @@ def _nodes(context, *args, **kwargs):
                                  arg('tuner_params'), os.path.expanduser(arg('tuned_params')), tuner)
     log = ['--ros-args', '--log-level', arg('log_level')]
     return [Node(package='isaac_perf', executable=n.executable, name=n.name, output='screen',
+                 additional_env=dds_environment(),  # the large-frame DDS profile
                  parameters=list(n.parameters), arguments=log) for n in graph]
 
 

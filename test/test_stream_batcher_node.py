@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip('rclpy')
 
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
@@ -144,7 +144,7 @@ def test_cameras_batched_results_in_order_stop_drain_and_live_batch_size(ros_con
 
 
 def test_bad_parameter_values_are_refused_and_reliability_change_recreates_subscriptions(ros_context,
-                                                                                        model):
+                                                                                        model, spin):
     node = StreamBatcher(context=ros_context, parameter_overrides=node_params(model, warmup_iterations=0))
     try:
         bad = [('max_batch_size', 0), ('max_batch_size', 300), ('max_queue_delay_ms', -1.0),
@@ -164,7 +164,14 @@ def test_bad_parameter_values_are_refused_and_reliability_change_recreates_subsc
         assert all(r.successful for r in ok)
         assert node.batcher.policy.preferred_batch_sizes == (2, 4)
         assert node.batcher.policy.max_queue_delay_ns == 2_500_000 and node.batcher.policy.queue_depth == 3
+        # The cameras are subscribed once the engine is ready (on the executor thread), not before.
+        executor = SingleThreadedExecutor(context=ros_context)
+        executor.add_node(node)
+        assert spin(executor, lambda: node._listening, 30.0), 'cameras never subscribed'
+        executor.remove_node(node)
+        executor.shutdown()
         before = list(node._subscriptions)
+        assert before
         assert node.set_parameters([Parameter('input_reliability', value='best_effort')])[0].successful
         assert node._subscriptions and all(s not in before for s in node._subscriptions)
         info = node.get_subscriptions_info_by_topic(CAMS[0])

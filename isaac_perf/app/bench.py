@@ -173,9 +173,14 @@ def make_graph(args: argparse.Namespace, context: Any) -> Graph:
         'backend': args.backend, 'device': args.device, 'enable_fp16': bool(args.fp16),
         'max_batch_size': int(args.max_batch), 'queue_depth': int(args.queue_depth)}
     if args.graph == 'batcher':
+        from rclpy.qos import ReliabilityPolicy
+
         from isaac_perf.nodes.stream_batcher import StreamBatcher as GraphNode
+        from isaac_perf.ros.qos import qos_from_name
+        reliable = qos_from_name(args.qos).reliability == ReliabilityPolicy.RELIABLE
         values.update(camera_topics=topics, max_queue_delay_ms=float(args.max_queue_delay_ms),
-                      num_streams=int(args.num_streams))
+                      num_streams=int(args.num_streams),
+                      input_reliability='reliable' if reliable else 'best_effort')  # match the publisher
     else:
         from isaac_perf.nodes.inference import InferenceNode as GraphNode
         output = '' if len(topics) == 1 else f'/{name}/detections_{{i}}'
@@ -193,8 +198,8 @@ def make_graph(args: argparse.Namespace, context: Any) -> Graph:
     def wait_ready(timeout: float) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if node.engine_ready.wait(0.1):
-                return ''
+            if node.engine_ready.wait(0.1) and getattr(node, 'listening', True):
+                return ''  # the batcher subscribes its cameras once the engine is ready
             if node.engine_error:
                 return node.engine_error
         return node.engine_error or f'the engine was not ready after {timeout:.0f} s'

@@ -429,6 +429,13 @@ def main(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f'isaac-perf run: cannot read {config}: {exc}', file=sys.stderr)
         return 2
+    from isaac_perf.core import dds_profile
+    try:
+        # Before rclpy.init: Fast DDS reads its profile when the participant is created.
+        dds = dds_profile.apply()
+    except FileNotFoundError as exc:
+        print(f'isaac-perf run: {exc}', file=sys.stderr)
+        return 2
     view = _LiveView(args.quiet)
     stop = threading.Event()
     try:
@@ -443,6 +450,7 @@ def main(args: argparse.Namespace) -> int:
         view.close()
         print(f'isaac-perf run: {exc}', file=sys.stderr)
         return 1
+    report['dds'] = dds.reason
     view.close()
     print(format_report(report), flush=True)
     if args.json:

@@ -215,3 +215,30 @@ def tuned_pipeline_nodes(cameras: int, rate_hz: float, pipeline_file: str, tuner
             **TUNED_TUNER, 'cameras': cameras, 'watch_topics': topics, 'expected_rate_hz': float(rate_hz),
             **tuner})),
     ]
+
+
+# ------------------------------------------------------------------ a graph as separate processes
+
+NODE_MODULES = {'image_source': 'isaac_perf.nodes.image_source',
+                'inference_node': 'isaac_perf.nodes.inference',
+                'stream_batcher': 'isaac_perf.nodes.stream_batcher',
+                'perf_monitor': 'isaac_perf.nodes.perf_monitor',
+                'qos_tuner': 'isaac_perf.nodes.qos_tuner'}
+
+
+def process_command(node: LaunchedNode, folder: str | Path, python: str | None = None) -> list[str]:
+    """The command that runs `node` as launch_ros does (its own process, `__node:=<name>`, its params files
+    in order), as `python -m <module>` so it works from a checkout; dict entries are written as params
+    files into `folder`."""
+    import sys
+
+    import yaml
+    argv = [python or sys.executable, '-m', NODE_MODULES[node.executable], '--ros-args', '-r',
+            f'__node:={node.name}']
+    for i, entry in enumerate(node.parameters):
+        if isinstance(entry, dict):
+            path = Path(folder) / f'{node.name}_{i}.yaml'
+            path.write_text(yaml.safe_dump({node.name: {'ros__parameters': entry}}))
+            entry = str(path)
+        argv += ['--params-file', str(entry)]
+    return argv

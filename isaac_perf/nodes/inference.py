@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float32MultiArray, Float64MultiArray
@@ -61,6 +60,7 @@ from isaac_perf.core.params import ParamSpec
 from isaac_perf.core.pipeline_graph import output_topics
 from isaac_perf.core.telemetry import stage_times
 from isaac_perf.core.telemetry.health import Status
+from isaac_perf.ros import executors
 from isaac_perf.ros.conversions import (
     check_model_image,
     image_to_numpy,
@@ -406,6 +406,8 @@ class InferenceNode(Node):
         now = time.monotonic()
         self.last_error = message
         last = self._last_logged.get(kind)
+        if not self.context.ok():
+            return  # after Ctrl-C rosout is gone
         if last is None or now - last[0] >= LOG_REPEAT_S or last[1] != message and now - last[0] >= 1.0:
             self._last_logged[kind] = (now, message)
             self.get_logger().error(message)
@@ -454,6 +456,8 @@ class InferenceNode(Node):
             try:
                 self._work()
             except Exception as exc:  # noqa: BLE001 - the worker must outlive any one bad batch
+                if not self.context.ok():
+                    return  # Ctrl-C: the publishers went with the context; stop without a word
                 self.get_logger().error(f'inference worker: {type(exc).__name__}: {exc}')
 
     def destroy_node(self) -> None:
@@ -468,8 +472,9 @@ class InferenceNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    # Several threads: the image callbacks must keep queueing (and dropping) while diagnostics publish.
-    run_node(InferenceNode, args, executor_factory=MultiThreadedExecutor)
+    # One executor thread: the image callbacks are O(1) (a header check, a queue push) and the engine has
+    # its own thread, so more executor threads only contend for the GIL (BENCHMARKS.md, issue 11).
+    run_node(InferenceNode, args, executor_factory=executors.factory('', 'single'))
 
 
 if __name__ == '__main__':

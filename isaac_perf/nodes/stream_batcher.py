@@ -33,13 +33,12 @@ the batcher.
 """
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from typing import Any
 
 import numpy as np
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float32MultiArray, Float64MultiArray
@@ -66,6 +65,7 @@ from isaac_perf.core.inference.frames import ImageFormatError
 from isaac_perf.core.inference.node_params import names
 from isaac_perf.core.telemetry import stage_times
 from isaac_perf.core.telemetry.health import Status
+from isaac_perf.ros import executors
 from isaac_perf.ros.conversions import (
     check_model_image,
     image_to_numpy,
@@ -119,6 +119,7 @@ class StreamBatcher(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(kwargs.pop('node_name', NODE_NAME), **kwargs)
+        self._started = time.monotonic()
         # Everything destroy_node() touches exists before anything can fail.
         self._lock = threading.Lock()  # counters, publisher table
         self._wake = threading.Event()
@@ -149,6 +150,18 @@ class StreamBatcher(Node):
         self._subscriptions: list[Any] = []
         self._result_pubs: dict[str, Any] = {}  # camera topic -> publisher; kept while a camera drains
         self._stopped_logged: set[str] = set()
+        self.time_to_engine_ready_s: float | None = None
+        self.time_to_first_result_s: float | None = None
+        # The cameras are subscribed once the first engine is ready, not before: while the model loads,
+        # frames arriving at 240/s (deserialised, queued, then dropped) took the GIL from the load and
+        # stretched it to minutes. The worker triggers this guard condition; the executor subscribes.
+        self._listening = False
+        self._listen_guard = self.create_guard_condition(self._start_listening)
+        self._last_tick: float | None = None
+        if self._values['gil_switch_interval_us'] > 0:
+            # Every GPU op releases and re-takes the GIL; at the 5 ms default each re-take waited behind
+            # the camera callbacks (the same convoy inference_node's parameter fixes).
+            sys.setswitchinterval(self._values['gil_switch_interval_us'] / 1e6)
         self._stage_pub = self.create_publisher(Float64MultiArray, '~/stage_times', 50)
         # Published from _periodic, right after the camera-timeout check, so a status never lags it.
         self._diagnostics = Updater(self, 0.0, hardware_id=self.get_fully_qualified_name())
@@ -163,6 +176,11 @@ class StreamBatcher(Node):
         """The first device's engine (None while loading or after a failed load)."""
         engines = self.engines
         return engines.engine if engines is not None else None
+
+    @property
+    def listening(self) -> bool:
+        """True once the cameras are subscribed (after the first engine is ready)."""
+        return self._listening
 
     @property
     def plan(self) -> ModelPlan | None:
@@ -219,13 +237,17 @@ class StreamBatcher(Node):
                         self.destroy_publisher(old)
                     self._result_pubs[topic] = self.create_publisher(Float32MultiArray, out, 10)
             self._subscriptions = [
-                self.create_subscription(Image, topic, self._make_callback(topic), qos,
-                                         callback_group=MutuallyExclusiveCallbackGroup())
-                for topic in topics]
+                self.create_subscription(Image, topic, self._make_callback(topic), qos)
+                for topic in topics] if self._listening else []
         for topic in topics:
             self.batcher.add_camera(topic)
         for topic in removed:
             self.batcher.stop_camera(topic)  # its queued frames still drain and are published
+
+    def _start_listening(self) -> None:
+        if not self._listening:
+            self._listening = True
+            self._create_io()
 
     def _make_callback(self, topic: str):
         def on_image(msg: Image) -> None:
@@ -265,6 +287,8 @@ class StreamBatcher(Node):
                 self._publish(self.pipeline.step(time.perf_counter_ns()))
                 self._idle()
             except Exception as exc:  # noqa: BLE001 - the worker must survive anything one batch does
+                if not self.context.ok():
+                    return  # Ctrl-C: publishers are gone with the context; stop without a word
                 self._report('worker', f'batch processing failed: {type(exc).__name__}: {exc}')
                 time.sleep(0.01)
 
@@ -338,7 +362,11 @@ class StreamBatcher(Node):
         self.pipeline.set_scheduler(sched)
         self.engine_error = ''
         self.engine_ready.set()
+        if self.time_to_engine_ready_s is None:
+            self.time_to_engine_ready_s = time.monotonic() - self._started
         self._log_ready(engines, sched, time.monotonic() - started)
+        if not self._listening:
+            self._listen_guard.trigger()  # subscribe the cameras now (on the executor thread)
 
     def _log_ready(self, engines: EngineSet, sched: MultiDeviceScheduler, seconds: float) -> None:
         engine, plan = engines.engine, engines.plan
@@ -352,8 +380,8 @@ class StreamBatcher(Node):
     # ---------------------------------------------------------------------------------- output
 
     def _publish(self, results: list[FrameResult]) -> None:
-        if not results:
-            return
+        if not results or not self.context.ok():
+            return  # after Ctrl-C the publishers' context is gone: results in flight are let go
         stats = self.batcher.stats().cameras
         for r in results:
             if r.error:
@@ -371,11 +399,13 @@ class StreamBatcher(Node):
             self._stage_pub.publish(frame_stage_message(r, float(r.meta or 0.0), dropped, index))
             with self._lock:
                 self.results_published += 1
+                if self.time_to_first_result_s is None:
+                    self.time_to_first_result_s = time.monotonic() - self._started
 
     def _report(self, kind: str, message: str) -> None:
         self.last_error = message
         now = time.monotonic()
-        if now - self._last_logged.get(kind, -1e9) >= LOG_REPEAT_S:
+        if self.context.ok() and now - self._last_logged.get(kind, -1e9) >= LOG_REPEAT_S:
             self._last_logged[kind] = now
             self.get_logger().error(message)
 
@@ -385,8 +415,13 @@ class StreamBatcher(Node):
         cameras = self.batcher.stats().cameras
         self._stopped_logged = {c for c in self._stopped_logged if c in cameras and cameras[c].stopped}
         now = time.perf_counter_ns()
-        timeout = int(self._values['camera_timeout_s'] * 1e9)
-        for camera in self.batcher.idle_cameras(now, timeout):
+        # Silence only counts while this node could listen: if this timer ran late, the executor was
+        # busy (or the process starved) for that long and frames may be waiting unread in DDS.
+        tick, period = time.monotonic(), float(self._values['diagnostics_period_s'])
+        late = 0.0 if self._last_tick is None else max(0.0, tick - self._last_tick - period)
+        self._last_tick = tick
+        timeout = int((self._values['camera_timeout_s'] + late) * 1e9)
+        for camera in self.batcher.idle_cameras(now, timeout) if late < period else []:
             self.batcher.stop_camera(camera)
             if camera not in self._stopped_logged:
                 self._stopped_logged.add(camera)
@@ -407,6 +442,8 @@ class StreamBatcher(Node):
         engine = self.engine
         if engine is not None:
             values.update(backend=engine.backend, device=engine.device)
+        values['time_to_engine_ready_s'] = _seconds(self.time_to_engine_ready_s)
+        values['time_to_first_result_s'] = _seconds(self.time_to_first_result_s)
         values['last_error'] = self.last_error
         return values
 
@@ -434,9 +471,14 @@ class StreamBatcher(Node):
         super().destroy_node()
 
 
+def _seconds(value: float | None) -> str:
+    return 'nan' if value is None else f'{value:.2f}'
+
+
 def main(args: list[str] | None = None) -> None:
-    # Several threads: camera callbacks keep queueing while the diagnostics timer runs.
-    run_node(StreamBatcher, args, executor_factory=MultiThreadedExecutor)
+    # One executor thread: the callbacks are O(1) (a view of the frame, a queue push) and the engine has
+    # its own thread, so more executor threads only contend for the GIL (BENCHMARKS.md, issue 11).
+    run_node(StreamBatcher, args, executor_factory=executors.factory('', 'single'))
 
 
 if __name__ == '__main__':

@@ -49,8 +49,10 @@ PARAMS: tuple[ParamSpec, ...] = (
               'sensor_msgs/Image topics to batch, one per camera (the round-robin order is this order).'),
     ParamSpec('output_suffix', 'detections', 'Results go to <camera topic>/<output_suffix> (as in '
               'inference_node: /camera_0/image_raw/detections).'),
-    ParamSpec('input_reliability', 'best_effort', 'Reliability of the camera subscriptions; changing it '
-              'recreates them.', choices=RELIABILITY),
+    ParamSpec('input_reliability', 'reliable', 'Reliability of the camera subscriptions; changing it '
+              'recreates them. reliable by default: between processes best effort lost frames over the '
+              'shared-memory segment (640x480 rgb8 and larger); best_effort suits small frames and '
+              'best-effort camera drivers.', choices=RELIABILITY),
     ParamSpec('max_batch_size', 8, 'A batch is sent as soon as it holds this many frames.', min=1, max=256),
     ParamSpec('max_queue_delay_ms', 5.0, 'A partial batch is sent once its oldest frame has waited this '
               'long (0 = send whatever is queued at once).', min=0.0, max=1000.0),
@@ -79,7 +81,13 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('warmup_iterations', 2, 'Runs per batch size at engine load (powers of two up to '
               'max_batch_size).', min=0, max=100),
     ParamSpec('camera_timeout_s', 2.0, 'A camera silent this long is reported stopped (its queued frames '
-              'drain; it rejoins with its next frame).', min=0.05, max=3600.0),
+              'drain; it rejoins with its next frame). Time the node itself could not listen (its '
+              'diagnostics timer ran late) does not count as silence.', min=0.05, max=3600.0),
+    ParamSpec('gil_switch_interval_us', 200, "Python's GIL switch interval for this process, in "
+              'microseconds (0 = the interpreter default of 5000). Every GPU op releases and re-takes the '
+              'GIL; at the default each re-take waited up to 5 ms behind the camera callbacks, which '
+              'stretched the engine load (CUDA graph capture) to minutes under 8 cameras.',
+              min=0, max=100000, read_only=True),
     DIAGNOSTICS_SPEC,
 )
 
