@@ -20,6 +20,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from isaac_perf.app.args import number
+from isaac_perf.core.shutdown import OrderlyStop
+
 LEVEL_NAMES = {0: 'OK', 1: 'WARN', 2: 'ERROR', 3: 'STALE'}
 LEVEL_STYLES = {0: 'green', 1: 'bold yellow', 2: 'bold red', 3: 'dim'}
 MAX_STATUSES = 256  # diagnostics statuses remembered (newest kept)
@@ -28,11 +31,20 @@ MAX_STATUSES = 256  # diagnostics statuses remembered (newest kept)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--once', action='store_true', help='print one snapshot and exit')
     parser.add_argument('--plain', action='store_true', help='plain text even on a terminal')
-    parser.add_argument('--period', type=float, default=1.0, help='seconds between screen updates')
-    parser.add_argument('--timeout', type=float, default=10.0,
+    parser.add_argument('--period', type=number(above=0, maximum=3600, unit='s'), default=1.0,
+                        help='seconds between screen updates')
+    parser.add_argument('--timeout', type=number(above=0, maximum=86400, unit='s'), default=10.0,
                         help='with --once: seconds to wait for /performance_metrics')
-    parser.add_argument('--metrics-topic', default='/performance_metrics')
-    parser.add_argument('--diagnostics-topic', default='/diagnostics')
+    parser.add_argument('--metrics-topic', type=_topic, default='/performance_metrics')
+    parser.add_argument('--diagnostics-topic', type=_topic, default='/diagnostics')
+
+
+def _topic(text: str) -> str:
+    from isaac_perf.ros.names import topic_name_error  # rclpy: only when top is the command
+    problem = topic_name_error(text, 'isaac_perf_top', what='topic')
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 @dataclass
@@ -248,11 +260,16 @@ def run(args: argparse.Namespace, context: Any = None, stream: TextIO | None = N
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     use_rich = not args.plain and stream.isatty()
+    # Ctrl-C ends the view; a second one while it closes is ignored (no traceback from the clean-up).
+    stop = OrderlyStop('isaac-perf top', keep_ignoring=False)
     try:
+        stop.install()
         if args.once:
             deadline = time.monotonic() + args.timeout
-            while state.metrics is None and time.monotonic() < deadline:
+            while state.metrics is None and time.monotonic() < deadline and not stop.requested.is_set():
                 executor.spin_once(timeout_sec=0.05)
+            if stop.requested.is_set():
+                return 0
             if state.metrics is None:
                 print(f'isaac-perf top: no {args.metrics_topic} message within {args.timeout:.0f} s: start '
                       'perf_monitor (or check ROS_DOMAIN_ID)', file=sys.stderr)
@@ -268,7 +285,7 @@ def run(args: argparse.Namespace, context: Any = None, stream: TextIO | None = N
             with Live(render_rich(state), console=Console(file=stream), refresh_per_second=4,
                       screen=False) as live:
                 next_draw = time.monotonic()
-                while True:
+                while not stop.requested.is_set():
                     executor.spin_once(timeout_sec=0.05)
                     if time.monotonic() >= next_draw:
                         live.update(render_rich(state))
@@ -276,7 +293,7 @@ def run(args: argparse.Namespace, context: Any = None, stream: TextIO | None = N
         else:
             seen = -1
             next_draw = time.monotonic()
-            while True:
+            while not stop.requested.is_set():
                 executor.spin_once(timeout_sec=0.05)
                 if time.monotonic() >= next_draw and state.updates != seen:
                     seen = state.updates
@@ -286,10 +303,13 @@ def run(args: argparse.Namespace, context: Any = None, stream: TextIO | None = N
     except (KeyboardInterrupt, ExternalShutdownException):
         return 0
     finally:
+        stop.request()  # later signals are ignored while the view closes
         executor.shutdown()
         node.destroy_node()
         if own:
             context.try_shutdown()
+        stop.restore()
+    return 0
 
 
 def _draw_once(state: TopState, stream: TextIO, use_rich: bool) -> None:

@@ -1,50 +1,127 @@
-"""The one `main()` every node has: build inside `try`, spin, shut down cleanly on every path.
+"""The one `main()` every node has: build inside `try`, spin, stop in order on every path.
 
     def main(args=None):
         run_node(PerfMonitor, args)
 
-A constructor that refuses its start-up parameters raises `StartupError` (a ValueError naming the
-parameter and the fix): it is printed as one line on stderr and the process exits with code 2, with no
-traceback. Ctrl-C (KeyboardInterrupt) and an external shutdown end the spin quietly; the node is
-destroyed only if it was built, and the context is shut down exactly once.
+Start-up refusals end as one line on stderr (`[<node>] cannot start: ...`) and exit code 2, with no
+traceback: a constructor raising `StartupError` (a ValueError naming the parameter and the fix), a
+parameter override of the wrong type or range, a topic or node name rcl refuses, unknown `--ros-args`, and
+a params file that is not one (checked before rcl reads it, so the line names the file and the line).
+Keys in the params files or `-p` overrides that the node does not declare are reported in one warning.
+
+Ctrl-C and SIGTERM: the first one starts an orderly stop, later ones are ignored while it completes (see
+`isaac_perf.core.shutdown`): the spin ends, the executor finishes the callbacks in flight, the node is
+destroyed (its worker threads told and joined, its engine released), then the context is shut down, and
+the process exits 0. rclpy's own signal handlers are not installed: they would raise KeyboardInterrupt
+wherever the second signal lands and, on SIGTERM, shut the context down under running threads.
 """
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 
 import rclpy
+from rclpy.exceptions import (
+    InvalidParameterTypeException,
+    InvalidParameterValueException,
+    NameValidationException,
+)
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+
+from isaac_perf.core.params_yaml import ParamsFileError, params_file_args, read_params_file, unknown_names
+from isaac_perf.core.shutdown import OrderlyStop
+
+SPIN_STEP_S = 0.1  # the spin returns to Python this often, so a signal is seen within it
+STOP_DEADLINE_S = 8.0  # launch sends SIGTERM 5 s after SIGINT and SIGKILL 5 s later
 
 
 class StartupError(ValueError):
     """A node cannot start with the parameters it was given; the message says which one and what to do."""
 
 
+# Exceptions a constructor raises because of what the user gave it, not because of a bug.
+USER_INPUT_ERRORS = (StartupError, InvalidParameterTypeException, InvalidParameterValueException,
+                     NameValidationException, ParamsFileError)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one readable line: rclpy's name errors span three lines with a caret."""
+    text = str(exc)
+    if isinstance(exc, NameValidationException):
+        lines = text.splitlines()
+        head = lines[0].rstrip(':')
+        name = lines[1].strip() if len(lines) > 1 else ''
+        caret = lines[2].index('^') - 3 if len(lines) > 2 and '^' in lines[2] else -1
+        text = f'{head}: {name}' + (f' (at character {caret})' if caret >= 0 else '')
+        return text + ': fix the name (letters, digits, _ and /; not starting with a digit; at most 255)'
+    if type(exc).__name__ == 'UnknownROSArgsError':
+        return f'unknown ROS arguments {text}: see `ros2 run --help` and `--ros-args --help`'
+    if isinstance(exc, InvalidParameterTypeException):
+        return f'{text.rsplit(": ", 1)[0]}: give a value of the expected type'
+    text = re.sub(r',? at /\S+:\d+', '', text)  # rcl's C source locations say nothing to a user
+    return ' '.join(text.split())
+
+
+def _node_label(factory: Callable[..., Node]) -> str:
+    module = getattr(factory, '__module__', '') or ''
+    return module.rsplit('.', 1)[-1] if module.startswith('isaac_perf.nodes.') else \
+        getattr(factory, '__name__', 'node')
+
+
+def _check_params_files(args: list[str] | None) -> None:
+    for path in params_file_args(sys.argv if args is None else args):
+        read_params_file(path)  # raises ParamsFileError naming the file, the line and the fix
+
+
+def _warn_unknown_overrides(node: Node) -> None:
+    # rclpy keeps the overrides it was given (params files, -p, parameter_overrides) in this attribute;
+    # a name never declared is silently ignored by rclpy, which hides a misspelt key.
+    overrides = getattr(node, '_parameter_overrides', None) or {}
+    unknown = unknown_names(overrides, node.list_parameters([], 0).names)
+    if unknown:
+        node.get_logger().warning(
+            f'{len(unknown)} parameter(s) given to {node.get_name()} that it does not declare, ignored: '
+            f'{", ".join(unknown)}; `ros2 param list {node.get_fully_qualified_name()}` lists the real ones')
+
+
 def run_node(factory: Callable[[], Node], args: list[str] | None = None,
-             executor_factory: Callable[[], Executor] = SingleThreadedExecutor) -> int:
-    """Initialise rclpy, build the node, spin it on a new executor, and always clean up."""
-    rclpy.init(args=args)
-    node: Node | None = None
-    executor: Executor | None = None
+             executor_factory: Callable[[], Executor] = SingleThreadedExecutor,
+             stop_deadline_s: float = STOP_DEADLINE_S) -> int:
+    """Initialise rclpy, build the node, spin it on a new executor, and always stop in order."""
+    label = _node_label(factory)
     code = 0
-    try:
-        node = factory()
-        executor = executor_factory()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except StartupError as exc:
-        print(f'[{getattr(factory, "__name__", "node")}] cannot start: {exc}', file=sys.stderr)
-        code = 2
-    finally:
-        if executor is not None:
-            executor.shutdown()
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    with OrderlyStop(label, deadline_s=stop_deadline_s) as stop:
+        try:
+            _check_params_files(args)
+            rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+        except (ParamsFileError, RuntimeError) as exc:  # rclpy's RCLError / UnknownROSArgsError
+            print(f'[{label}] cannot start: {one_line(exc)}', file=sys.stderr, flush=True)
+            sys.exit(2)
+        node: Node | None = None
+        executor: Executor | None = None
+        try:
+            if not stop.requested.is_set():
+                node = factory()
+                _warn_unknown_overrides(node)
+                executor = executor_factory()
+                executor.add_node(node)
+            while not stop.requested.is_set() and rclpy.ok():
+                executor.spin_once(timeout_sec=SPIN_STEP_S)
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        except USER_INPUT_ERRORS as exc:
+            print(f'[{label}] cannot start: {one_line(exc)}', file=sys.stderr, flush=True)
+            code = 2
+        finally:
+            stop.begin()
+            if executor is not None:
+                executor.shutdown()
+            if node is not None:
+                node.destroy_node()
+            rclpy.try_shutdown()
     if code:
         sys.exit(code)
     return code
