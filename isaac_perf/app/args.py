@@ -53,9 +53,9 @@ def output_problem(path: str | Path, kind: str = 'file') -> str:
     Nothing is created: the first existing ancestor must be a writable folder and not a special
     filesystem (/proc, /sys) that refuses new files.
     """
-    path = Path(path).expanduser()
     if not str(path).strip():
         return 'is empty: give a path'
+    path = Path(path).expanduser()
     if path.exists():
         if kind == 'file' and path.is_dir():
             return f'{path} is a folder: give a file path'

@@ -142,6 +142,33 @@ def params_file_args(argv: Sequence[str]) -> list[str]:
     return files
 
 
+def check_override_args(argv: Sequence[str]) -> None:
+    """Refuse `-p name:=value` overrides rcl would refuse with a line pointing into its C sources."""
+    import yaml
+    in_ros = False
+    for i, arg in enumerate(argv):
+        if arg == '--ros-args':
+            in_ros = True
+        elif arg == '--':
+            in_ros = False
+        elif in_ros and arg in ('-p', '--param') and i + 1 < len(argv):
+            rule = argv[i + 1]
+            name, sep, text = rule.partition(':=')
+            if not sep or not name:
+                raise ParamsFileError(f'-p {rule!r} is not name:=value: write e.g. -p rate_hz:=30.0')
+            if not text.strip():
+                raise ParamsFileError(f"parameter '{name}' has no value in -p {rule!r}: give one "
+                                      f'(e.g. -p {name}:=<value>) or leave it out')
+            try:
+                value = yaml.safe_load(text)
+            except yaml.YAMLError:
+                raise ParamsFileError(f"-p {rule!r}: the value of '{name}' is not valid YAML: quote a "
+                                      "string, or write a list as [a, b]") from None
+            problem = _value_problem(value) if not isinstance(value, dict) else 'is a map'
+            if problem:
+                raise ParamsFileError(f"-p {rule!r}: parameter '{name}' {problem}")
+
+
 def unknown_names(given: Iterable[str], declared: Iterable[str]) -> list[str]:
     """One message per given name that is not declared, with the closest declared name when there is one."""
     declared = sorted(set(declared))

@@ -26,12 +26,19 @@ from rclpy.exceptions import (
     InvalidParameterTypeException,
     InvalidParameterValueException,
     NameValidationException,
+    ParameterUninitializedException,
 )
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
-from isaac_perf.core.params_yaml import ParamsFileError, params_file_args, read_params_file, unknown_names
+from isaac_perf.core.params_yaml import (
+    ParamsFileError,
+    check_override_args,
+    params_file_args,
+    read_params_file,
+    unknown_names,
+)
 from isaac_perf.core.shutdown import OrderlyStop
 
 SPIN_STEP_S = 0.1  # the spin returns to Python this often, so a signal is seen within it
@@ -44,7 +51,7 @@ class StartupError(ValueError):
 
 # Exceptions a constructor raises because of what the user gave it, not because of a bug.
 USER_INPUT_ERRORS = (StartupError, InvalidParameterTypeException, InvalidParameterValueException,
-                     NameValidationException, ParamsFileError)
+                     NameValidationException, ParameterUninitializedException, ParamsFileError)
 
 
 def one_line(exc: BaseException) -> str:
@@ -59,6 +66,9 @@ def one_line(exc: BaseException) -> str:
         return text + ': fix the name (letters, digits, _ and /; not starting with a digit; at most 255)'
     if type(exc).__name__ == 'UnknownROSArgsError':
         return f'unknown ROS arguments {text}: see `ros2 run --help` and `--ros-args --help`'
+    if isinstance(exc, ParameterUninitializedException):
+        name = text.split("'")[1] if text.count("'") >= 2 else text
+        return f"parameter '{name}' has no value: give one (e.g. -p {name}:=<value>) or leave it out"
     if isinstance(exc, InvalidParameterTypeException):
         return f'{text.rsplit(": ", 1)[0]}: give a value of the expected type'
     text = re.sub(r',? at /\S+:\d+', '', text)  # rcl's C source locations say nothing to a user
@@ -71,8 +81,10 @@ def _node_label(factory: Callable[..., Node]) -> str:
         getattr(factory, '__name__', 'node')
 
 
-def _check_params_files(args: list[str] | None) -> None:
-    for path in params_file_args(sys.argv if args is None else args):
+def _check_ros_args(args: list[str] | None) -> None:
+    argv = sys.argv if args is None else args
+    check_override_args(argv)
+    for path in params_file_args(argv):
         read_params_file(path)  # raises ParamsFileError naming the file, the line and the fix
 
 
@@ -95,7 +107,7 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None,
     code = 0
     with OrderlyStop(label, deadline_s=stop_deadline_s) as stop:
         try:
-            _check_params_files(args)
+            _check_ros_args(args)
             rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
         except (ParamsFileError, RuntimeError) as exc:  # rclpy's RCLError / UnknownROSArgsError
             print(f'[{label}] cannot start: {one_line(exc)}', file=sys.stderr, flush=True)
@@ -121,7 +133,13 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None,
                 executor.shutdown()
             if node is not None:
                 node.destroy_node()
-            rclpy.try_shutdown()
+            try:
+                rclpy.try_shutdown()  # also destroys a node whose constructor failed part-way
+            except Exception:  # noqa: BLE001
+                # A half-built node may fail its destroy_node (an attribute never set): that must not
+                # replace the refusal the user needs to read with an unrelated traceback.
+                if not code:
+                    raise
     if code:
         sys.exit(code)
     return code
