@@ -6,8 +6,8 @@ rig, at --fps (30) and at "max rate" (--max-fps per camera, far beyond what the 
 queue stays full and the overload policy drops the oldest frames). Frames enter the pipeline in-process
 with their capture time as arrival time (no ROS transport here: it is measured by the node benchmarks), so
 latency = result ready - capture, including the queueing. Every mode sees the same cameras, the same
-bounded per-camera queues (--queue-depth, drop-oldest) and the same model: ResNet-50 (core/inference/models.py)
-through the torch engine in FP16 on a GPU (onnxruntime on the CPU with --quick).
+bounded per-camera queues (--queue-depth, drop-oldest) and the same model: ResNet-50
+(core/inference/models.py) through the torch engine in FP16 on a GPU (onnxruntime on the CPU with --quick).
 
   a  per-frame sequential: one frame at a time, round-robin over cameras: pageable upload (.to(cuda)),
      preprocess, engine.infer (synchronous), top-5. What a per-camera callback does.

@@ -144,7 +144,8 @@ class Pipeline:
         from rclpy.node import Node
         from std_msgs.msg import Float32MultiArray
 
-        from isaac_perf.nodes.inference import FrameResult, results_message
+        from isaac_perf.core.inference.runner import FrameResult
+        from isaac_perf.ros.conversions import results_message
         self._context = rclpy.Context()
         rclpy.init(context=self._context)
         node = Node('exercise1', context=self._context)

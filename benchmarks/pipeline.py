@@ -89,10 +89,9 @@ def naive_factory(backend: str, model: str, device: str):
     from isaac_perf.core.inference.engines.factory import create_engine
     from isaac_perf.core.inference.postprocess import decode_detections, topk
     from isaac_perf.core.inference.preprocess import PreprocessConfig, preprocess_numpy
-    from isaac_perf.core.inference.runner import detection_rows
+    from isaac_perf.core.inference.runner import DropCounter, FrameResult, detection_rows
     from isaac_perf.core.telemetry import stage_times
-    from isaac_perf.nodes.inference import DropCounter, FrameResult, results_message, stage_message
-    from isaac_perf.ros.conversions import image_to_numpy, stamp_to_ns
+    from isaac_perf.ros.conversions import image_to_numpy, results_message, stage_message, stamp_to_ns
 
     class NaiveInferenceNode(Node):
         def __init__(self, **kwargs: Any) -> None:

@@ -44,3 +44,26 @@ def test_telemetry_imports_no_inference_batching_or_torch():
 def test_core_imports_no_ros_layer():
     found = offenders(PKG / 'core', ('isaac_perf.nodes', 'isaac_perf.ros', 'isaac_perf.app', 'rclpy'))
     assert found == {}, f'isaac_perf/core is the ROS-free library: {found}'
+
+
+
+def node_cross_imports(folder: Path) -> dict[str, list[str]]:
+    """Which node module in `folder` imports which other node module of it."""
+    found: dict[str, list[str]] = {}
+    for stem in sorted(p.stem for p in folder.glob('*.py') if p.stem != '__init__'):
+        importers = offenders(folder, (f'isaac_perf.nodes.{stem}',))
+        importers.pop(f'{stem}.py', None)
+        for name, mods in importers.items():
+            found.setdefault(name, []).extend(mods)
+    return found
+
+
+def test_node_cross_imports_finds_a_node_importing_a_node(tmp_path):
+    (tmp_path / 'inference.py').write_text('import numpy\n')
+    (tmp_path / 'stream_batcher.py').write_text('def f():\n    from isaac_perf.nodes import inference\n')
+    assert node_cross_imports(tmp_path) == {'stream_batcher.py': ['isaac_perf.nodes.inference']}
+
+
+def test_no_node_imports_another_node():
+    found = node_cross_imports(PKG / 'nodes')
+    assert found == {}, f'a node imports another node; move what they share to ros/ or core/: {found}'

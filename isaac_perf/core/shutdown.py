@@ -49,6 +49,9 @@ class OrderlyStop:
         self._previous: dict[int, Any] = {}
         self._watchdog: threading.Timer | None = None
         self._done = threading.Event()
+        # While True, the first signal also raises KeyboardInterrupt in the main thread: a constructor that
+        # takes seconds (a model load) is cut short instead of making the stop wait for it.
+        self.interrupt_main = False
 
     # -- context manager -------------------------------------------------------------------------------
     def __enter__(self) -> OrderlyStop:
@@ -95,7 +98,11 @@ class OrderlyStop:
             self._watchdog.start()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        first = not self.requested.is_set()
         self.request(signum)
+        if first and self.interrupt_main:
+            self.interrupt_main = False
+            raise KeyboardInterrupt
 
     def _expired(self) -> None:
         if self._done.is_set():

@@ -16,9 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
@@ -29,8 +26,12 @@ from isaac_perf.core.inference.frames import (
     FrameSourceError,
     open_source,
 )
+from isaac_perf.core.inference.health import source_summary
 from isaac_perf.core.params import ParamSpec
+from isaac_perf.core.telemetry.health import Status
 from isaac_perf.ros.conversions import fill_image
+from isaac_perf.ros.diagnostics import Updater
+from isaac_perf.ros.node_main import run_node
 from isaac_perf.ros.params import declare_params
 from isaac_perf.ros.qos import qos_from_name
 
@@ -118,6 +119,7 @@ class ImageSource(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(kwargs.pop('node_name', NODE_NAME), **kwargs)
+        self._sources: list[FrameSource] = []  # first: destroy_node() closes them, even half-built
         self._values: dict[str, Any] = {}
         self._values = declare_params(self, PARAMS, on_change=self._on_change,
                                       extra_check=lambda changes: _cross_check(self._values, changes))
@@ -126,15 +128,13 @@ class ImageSource(Node):
         self.missed_ticks = 0
         self.source_error = ''
         self._cameras: list[_Camera] = []
-        self._sources: list[FrameSource] = []
         self._index = 0
         self._first_tick_ns = 0
         self._timer = None
-        self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._open_sources()
         self._create_publishers()
         self._start_timer()
-        self._diag_timer = self.create_timer(self._values['diagnostics_period_s'], self._publish_diagnostics)
+        self._diagnostics = self._create_updater()
         self.get_logger().info(
             f'publishing {len(self._cameras)} camera(s) {[c.topic for c in self._cameras]} at '
             f"{self._values['rate_hz']:g} Hz, {self._values['width']}x{self._values['height']} "
@@ -209,8 +209,8 @@ class ImageSource(Node):
         if 'rate_hz' in keys or 'loop' in keys:
             self._start_timer()
         if 'diagnostics_period_s' in keys:
-            self.destroy_timer(self._diag_timer)
-            self._diag_timer = self.create_timer(changes['diagnostics_period_s'], self._publish_diagnostics)
+            self._diagnostics.destroy()
+            self._diagnostics = self._create_updater()
         self.get_logger().info(f'parameters changed: {sorted(keys)}')
 
     # -- publishing ---------------------------------------------------------------------------------
@@ -245,24 +245,19 @@ class ImageSource(Node):
 
     # -- diagnostics --------------------------------------------------------------------------------
 
-    def _publish_diagnostics(self) -> None:
-        status = DiagnosticStatus(name=f'{self.get_name()}: frames',
-                                  hardware_id=self.get_fully_qualified_name())
-        if self.source_error:
-            status.level = DiagnosticStatus.ERROR
-            status.message = self.source_error
-        else:
-            status.level = DiagnosticStatus.OK
-            status.message = f'publishing {len(self._cameras)} camera(s)'
-        pairs = {
+    def _create_updater(self) -> Updater:
+        updater = Updater(self, self._values['diagnostics_period_s'],
+                          hardware_id=self.get_fully_qualified_name())
+        updater.add('frames', self._diagnose)
+        return updater
+
+    def _diagnose(self, status: Status) -> None:
+        source_summary(status, self.source_error, len(self._cameras))
+        status.update({
             'frames_published': self.frames_published, 'ticks': self.ticks, 'missed_ticks': self.missed_ticks,
-            'expected_frequency': self._values['rate_hz'], 'source': self._values['source'],
+            'expected_frequency': str(self._values['rate_hz']), 'source': self._values['source'],
             'topics': ','.join(c.topic for c in self._cameras),
-        }
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in pairs.items()]
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
-        self._diagnostics.publish(array)
+        })
 
     def destroy_node(self) -> None:
         for source in self._sources:
@@ -271,15 +266,7 @@ class ImageSource(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = ImageSource()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(ImageSource, args)
 
 
 if __name__ == '__main__':

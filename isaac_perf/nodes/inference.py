@@ -25,73 +25,69 @@ frame is dropped. Fix the parameter with `ros2 param set` and the engine is relo
 """
 from __future__ import annotations
 
-import array
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Image
-from std_msgs.msg import Float32MultiArray, Float64MultiArray, MultiArrayDimension
+from std_msgs.msg import Float32MultiArray, Float64MultiArray
 
+from isaac_perf.core.inference.batches import take_oldest_first, warmup_batch_sizes
 from isaac_perf.core.inference.engines.base import Engine, EngineError, EngineOptions
 from isaac_perf.core.inference.frames import ImageFormatError
-from isaac_perf.core.inference.preprocess import ENCODINGS as MODEL_ENCODINGS
-from isaac_perf.core.inference.runner import DropCounter, FrameResult, InferenceRunner
+from isaac_perf.core.inference.health import inference_summary
+from isaac_perf.core.inference.node_params import (
+    DIAGNOSTICS_SPEC,
+    MODEL_RELOAD_KEYS,
+    MODEL_SPECS,
+    POSTPROCESS_SPECS,
+    fp16_spec,
+    model_file_errors,
+    model_path,
+    model_rule_errors,
+    names,
+    topic_list_errors,
+)
+from isaac_perf.core.inference.runner import DropCounter, InferenceRunner
 from isaac_perf.core.params import ParamSpec
 from isaac_perf.core.telemetry import stage_times
-from isaac_perf.ros.conversions import check_image, image_to_numpy, stamp_to_ns
+from isaac_perf.core.telemetry.health import Status
+from isaac_perf.ros.conversions import (
+    check_model_image,
+    image_to_numpy,
+    results_message,
+    stage_message,
+    stamp_to_ns,
+)
+from isaac_perf.ros.diagnostics import Updater
+from isaac_perf.ros.node_main import StartupError, run_node
 from isaac_perf.ros.params import declare_params
 from isaac_perf.ros.qos import qos_from_name, qos_name_error
 
 NODE_NAME = 'inference_node'
-BACKENDS = ('auto', 'onnxruntime', 'torch', 'tensorrt')
-MODELS = ('resnet50', 'detector', '')
-TASKS = ('auto', 'classification', 'detection')
 STAGES = ('transport', 'queue', 'pre', 'infer', 'post')
-CLASS_LABELS = ('classes', 'class_id,score')
-DETECTION_LABELS = ('detections', 'x1,y1,x2,y2,score,class_id')
 LOG_REPEAT_S = 5.0  # the same kind of error is logged at most once per this many seconds
-
-
-def _names(values: Sequence[str]) -> tuple[str, ...]:
-    # List parameters default to [''] (rclpy cannot type an empty list); '' entries mean nothing.
-    return tuple(v for v in values if v)
-
-
-def _device_ok(value: str) -> str:
-    if value in ('auto', 'cpu', 'cuda') or (value.startswith('cuda:') and value[5:].isdigit()):
-        return ''
-    return f"device={value!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'"
-
 
 PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('input_topics', ['/camera_0/image_raw'], 'sensor_msgs/Image topics to run; one engine serves '
               'them all (frames of several topics share a batch).'),
     ParamSpec('output_topic', '', "Results topic; '' = <input topic>/detections for each input. With "
               'several inputs it must contain {i} (the input index).'),
-    ParamSpec('model', 'resnet50', "Built-in model to generate and run; '' = use model_file_path.",
-              choices=MODELS),
-    ParamSpec('model_file_path', '', 'ONNX model to run when model is empty (Isaac ROS: model_file_path).'),
+    *MODEL_SPECS,
     ParamSpec('engine_file_path', '', 'TensorRT plan to load or build; empty = the engine cache '
               '(keyed by model hash, precision, shapes, GPU and TensorRT version).'),
     ParamSpec('force_engine_update', False, 'Rebuild the engine even when a cached one matches.'),
-    ParamSpec('backend', 'auto', 'Inference backend; auto = tensorrt, then torch (with a GPU), else '
-              'onnxruntime. A backend that cannot run here falls back with a warning.', choices=BACKENDS),
-    ParamSpec('device', 'auto', "Where to run: 'auto', 'cpu', 'cuda' or 'cuda:N'.", check=_device_ok),
     ParamSpec('max_batch_size', 4, 'Most frames run as one batch (and the engine profile maximum).',
               min=1, max=256),
-    ParamSpec('enable_fp16', False, 'Run in FP16 where the backend can (torch, TensorRT).'),
+    fp16_spec(False),
     ParamSpec('cuda_graphs', False, 'torch backend on a GPU: replay one captured CUDA graph per batch size.'),
     ParamSpec('torch_compile', 'none', 'torch backend on a GPU: AOTInductor compilation, cached on disk.',
               choices=('none', 'default', 'max-autotune')),
@@ -108,38 +104,25 @@ PARAMS: tuple[ParamSpec, ...] = (
               check=qos_name_error),
     ParamSpec('queue_depth', 1, 'Frames kept per input topic while the engine is busy; older ones are '
               'dropped (counted).', min=1, max=64),
-    ParamSpec('input_width', 0, "Model input width; 0 = the model's own (resnet50 224, detector 320).",
-              min=0, max=4096),
-    ParamSpec('input_height', 0, 'Model input height; 0 = the model\'s own.', min=0, max=4096),
-    ParamSpec('resize', 'letterbox', 'How frames are fitted to the model input.',
-              choices=('letterbox', 'stretch')),
-    ParamSpec('task', 'auto', 'Post-processing; auto = from the model (boxes+scores outputs = detection).',
-              choices=TASKS),
-    ParamSpec('top_k', 5, 'Classes reported per frame (classification).', min=1, max=1000),
-    ParamSpec('score_threshold', 0.25, 'Minimum detection score.', min=0.0, max=1.0),
-    ParamSpec('nms_iou_threshold', 0.45, 'IoU above which NMS suppresses a lower-scoring box.',
-              min=0.0, max=1.0),
-    ParamSpec('max_detections', 100, 'Most detections reported per frame.', min=1, max=10000),
+    *POSTPROCESS_SPECS,
     ParamSpec('gil_switch_interval_us', 200, "Python's GIL switch interval for this process, in microseconds "
               '(0 = leave the interpreter default of 5000). Every GPU op releases and re-takes the GIL; with '
               'the executor thread busy in Python each re-take waited up to the interval, which held the '
               'torch pipeline on the H100 at under 1 frame/s at the default.', min=0, max=100000),
     ParamSpec('warmup_iterations', 2, 'Batches run at load so the first frames do not pay start-up costs.',
               min=0, max=100),
-    ParamSpec('diagnostics_period_s', 1.0, 'Period of the /diagnostics status of this node.',
-              min=0.05, max=60.0),
+    DIAGNOSTICS_SPEC,
     ParamSpec('verbose', False, 'Log every batch (timings) and the engine build at info level.'),
 )
 
-_RELOAD_KEYS = {'model', 'model_file_path', 'engine_file_path', 'force_engine_update', 'backend', 'device',
-                'max_batch_size', 'enable_fp16', 'cuda_graphs', 'torch_compile', 'input_tensor_names',
-                'output_tensor_names', 'input_width', 'input_height', 'resize', 'task'}
+_RELOAD_KEYS = MODEL_RELOAD_KEYS | {'engine_file_path', 'force_engine_update', 'max_batch_size',
+                                    'torch_compile', 'input_tensor_names', 'output_tensor_names'}
 _IO_KEYS = {'input_topics', 'output_topic', 'input_qos', 'output_qos', 'queue_depth'}
 
 
 def output_topics(values: dict[str, Any]) -> list[str]:
     """Result topic of each input topic."""
-    inputs = list(_names(values['input_topics']))
+    inputs = names(values['input_topics'])
     pattern = values['output_topic']
     if not pattern:
         return [f'{t.rstrip("/")}/detections' for t in inputs]
@@ -148,60 +131,17 @@ def output_topics(values: dict[str, Any]) -> list[str]:
 
 def cross_check(values: dict[str, Any]) -> list[str]:
     """Rules between parameters (start-up and `ros2 param set` alike); messages say what to change."""
-    errors = []
-    inputs = _names(values['input_topics'])
-    if not inputs:
-        errors.append('input_topics is empty: list at least one sensor_msgs/Image topic')
-    elif len(set(inputs)) != len(inputs):
-        errors.append(f'input_topics has duplicates: {list(inputs)}')
+    inputs = names(values['input_topics'])
+    errors = topic_list_errors('input_topics', inputs)
     if len(inputs) > 1 and values['output_topic'] and '{i}' not in values['output_topic']:
         errors.append(f"output_topic {values['output_topic']!r} must contain {{i}} with several input_topics")
-    width, height = values['input_width'], values['input_height']
-    if values['model'] == 'resnet50' and width and height and width != height:
-        errors.append(f'resnet50 takes square inputs: input_width={width} and input_height={height} differ')
-    if values['model'] == 'resnet50' and 0 < max(width, height) < 32:
-        errors.append('resnet50 needs an input of at least 32x32')
-    if values['model'] == 'detector':
-        for name in ('input_width', 'input_height'):
-            if values[name] and (values[name] % 32 or values[name] < 64):
-                errors.append(f'detector {name}={values[name]}: use a multiple of 32, at least 64')
-    if values['model'] == 'detector' and values['task'] == 'classification':
-        errors.append('task=classification does not fit model=detector: use task auto or detection')
-    if values['model'] == 'resnet50' and values['task'] == 'detection':
-        errors.append('task=detection does not fit model=resnet50: use task auto or classification')
-    return errors
+    return errors + model_rule_errors(values)
 
 
 def _runtime_check(values: dict[str, Any]) -> list[str]:
-    """Extra rules for `ros2 param set` only: refuse what is sure to fail, like a file that is not there."""
-    errors = cross_check(values)
-    if values['model'] == '':
-        path = values['model_file_path']
-        if not path:
-            errors.append("model is '' so model_file_path must name an ONNX file")
-        elif not Path(path).expanduser().is_file():
-            errors.append(f'model_file_path {path!r} does not exist')
-    return errors
-
-
-def results_message(result: FrameResult) -> Float32MultiArray:
-    """A Float32MultiArray with the labelled row layout documented in this module."""
-    rows = result.rows
-    labels = CLASS_LABELS if result.task == 'classification' else DETECTION_LABELS
-    cols = rows.shape[1]
-    msg = Float32MultiArray()
-    msg.layout.dim = [MultiArrayDimension(label=labels[0], size=rows.shape[0], stride=rows.shape[0] * cols),
-                      MultiArrayDimension(label=labels[1], size=cols, stride=cols)]
-    msg.data = array.array('f', np.ascontiguousarray(rows, dtype=np.float32).tobytes())  # no per-item checks
-    return msg
-
-
-def stage_message(report: stage_times.StageReport) -> Float64MultiArray:
-    labels, values = stage_times.encode(report)
-    msg = Float64MultiArray()
-    msg.layout.dim = [MultiArrayDimension(label=label, size=1, stride=1) for label in labels]
-    msg.data = values
-    return msg
+    """Extra rules for `ros2 param set` only: refuse what is sure to fail, like a file that is not there.
+    (At start-up a missing file is not refused: the node runs, reports it, and waits for a fix.)"""
+    return cross_check(values) + model_file_errors(values)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -219,14 +159,20 @@ class InferenceNode(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(kwargs.pop('node_name', NODE_NAME), **kwargs)
+        # Everything destroy_node() touches exists before anything can fail.
         self._lock = threading.Lock()  # guards queues, counters and the publisher table
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._runner: InferenceRunner | None = None
+        self._engine: Engine | None = None
         self._values: dict[str, Any] = {}
         self._values = declare_params(
             self, PARAMS, on_change=self._on_change,
             extra_check=lambda changes: _runtime_check({**self._values, **changes}))
         errors = cross_check(self._values)
         if errors:
-            raise ValueError('invalid start-up parameters: ' + '; '.join(errors))
+            raise StartupError('invalid start-up parameters: ' + '; '.join(errors))
         self.frames_received = 0
         self.frames_processed = 0
         self.results_published = 0
@@ -239,8 +185,6 @@ class InferenceNode(Node):
         self._last_logged: dict[str, tuple[float, str]] = {}
         self._stage_sum = dict.fromkeys(STAGES, 0.0)
         self._stage_count = 0
-        self._runner: InferenceRunner | None = None
-        self._engine: Engine | None = None
         self._reload_pending = True
         self._queues: list[deque[_Pending]] = []
         self._subscriptions: list[Any] = []
@@ -249,16 +193,13 @@ class InferenceNode(Node):
         self.output_topics: list[str] = []
         self._input_group = MutuallyExclusiveCallbackGroup()
         self._stage_publisher = None
-        self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self._create_io()
-        self._diag_timer = self.create_timer(self._values['diagnostics_period_s'], self._publish_diagnostics)
+        self._diagnostics = self._create_updater()
         self._apply_switch_interval()
         # One dedicated thread owns the engine: loads it, warms it up and runs every batch. CUDA state is
         # per thread (current stream, cuDNN handles, PyTorch's cuDNN plan cache), so work handed to whichever
         # executor thread is free re-tuned every convolution on each new thread: on the H100 that held the
         # pipeline at 0.4 results/s with the GPU idle. The thread also loads the engine off the constructor.
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
         self._wake.set()
         self._worker = threading.Thread(target=self._worker_loop, name='inference_worker', daemon=True)
         self._worker.start()
@@ -274,7 +215,7 @@ class InferenceNode(Node):
             if self._stage_publisher is not None:
                 self.destroy_publisher(self._stage_publisher)
             v = self._values
-            self.input_topics = list(_names(v['input_topics']))
+            self.input_topics = names(v['input_topics'])
             self.output_topics = output_topics(v)
             in_qos = qos_from_name(v['input_qos'])
             out_qos = qos_from_name(v['output_qos'])
@@ -310,17 +251,9 @@ class InferenceNode(Node):
         if 'gil_switch_interval_us' in keys:
             self._apply_switch_interval()
         if 'diagnostics_period_s' in keys:
-            self.destroy_timer(self._diag_timer)
-            self._diag_timer = self.create_timer(changes['diagnostics_period_s'], self._publish_diagnostics)
+            self._diagnostics.destroy()
+            self._diagnostics = self._create_updater()
         self.get_logger().info(f'parameters changed: {sorted(keys)}')
-
-    def _model_path(self) -> str:
-        from isaac_perf.core.inference.models import model_file_for
-        v = self._values
-        try:
-            return model_file_for(v['model'], v['model_file_path'], v['input_width'], v['input_height'])
-        except ValueError as exc:
-            raise EngineError(str(exc)) from exc
 
     def _load_engine(self) -> None:
         """(Re)load the engine from the current parameters; failures leave the node running without one."""
@@ -334,17 +267,19 @@ class InferenceNode(Node):
 
         def warn(message: str) -> None:
             warnings.append(message)
-            self.get_logger().warning(message)
+            if self.context.ok():  # not after Ctrl-C: rosout is gone
+                self.get_logger().warning(message)
 
         options = EngineOptions(
             device=v['device'], precision='fp16' if v['enable_fp16'] else 'fp32',
             max_batch_size=v['max_batch_size'], force_rebuild=v['force_engine_update'],
             cuda_graphs=v['cuda_graphs'], compile=v['torch_compile'],
-            input_names=_names(v['input_tensor_names']), output_names=_names(v['output_tensor_names']),
+            input_names=tuple(names(v['input_tensor_names'])),
+            output_names=tuple(names(v['output_tensor_names'])),
             extra={'engine_file_path': v['engine_file_path'], 'verbose': v['verbose']})
         started = time.monotonic()
         try:
-            path = self._model_path()
+            path = model_path(v)
             engine = create_engine(v['backend'], path, options, log=warn)
             try:
                 runner = InferenceRunner(
@@ -353,10 +288,7 @@ class InferenceNode(Node):
                     max_detections=v['max_detections'], input_size=(v['input_width'], v['input_height']),
                     log=warn)
                 if v['warmup_iterations']:
-                    # Every batch size the worker can form (GPU: one CUDA graph / kernel choice each).
-                    sizes = tuple(range(1, runner.max_batch + 1)) if runner.on_gpu else \
-                        tuple(sorted({1, runner.max_batch}))
-                    engine.warmup(sizes if not runner.static_batch else (runner.static_batch,),
+                    engine.warmup(warmup_batch_sizes(runner.max_batch, runner.on_gpu, runner.static_batch),
                                   v['warmup_iterations'])
             except BaseException:
                 engine.close()
@@ -365,6 +297,9 @@ class InferenceNode(Node):
             # A missing/corrupt model, an engine for another GPU, tensor names that do not match...
             self.engine_error = str(exc)
             self._report_error('engine_load', f'cannot load the model: {exc}')
+            return
+        if not self.context.ok():  # Ctrl-C came during the load: release it quietly (rosout is gone)
+            engine.close()
             return
         with self._lock:
             self._engine, self._runner = engine, runner
@@ -382,10 +317,7 @@ class InferenceNode(Node):
     def _on_image(self, msg: Image, index: int) -> None:
         received_ns = self.get_clock().now().nanoseconds
         try:
-            check_image(msg)
-            if msg.encoding not in MODEL_ENCODINGS:
-                raise ImageFormatError(f'encoding {msg.encoding!r} cannot be fed to the model: '
-                                       f'publish one of {", ".join(MODEL_ENCODINGS)}')
+            check_model_image(msg)
         except ImageFormatError as exc:
             topic = self.input_topics[index] if index < len(self.input_topics) else '?'
             with self._lock:
@@ -405,15 +337,7 @@ class InferenceNode(Node):
 
     def _take_batch(self, limit: int) -> list[_Pending]:
         with self._lock:
-            heads = sorted((q[0].received_ns, i) for i, q in enumerate(self._queues) if q)
-            batch: list[_Pending] = []
-            while heads and len(batch) < limit:
-                _, i = heads.pop(0)
-                batch.append(self._queues[i].popleft())
-                if self._queues[i]:
-                    heads.append((self._queues[i][0].received_ns, i))
-                    heads.sort()
-            return batch
+            return take_oldest_first(self._queues, limit, lambda p: p.received_ns)
 
     def _pending(self) -> bool:
         with self._lock:
@@ -500,42 +424,30 @@ class InferenceNode(Node):
             count = max(self._stage_count, 1)
             return {k: v / count for k, v in self._stage_sum.items()}
 
-    def _publish_diagnostics(self) -> None:
-        status = DiagnosticStatus(name=f'{self.get_name()}: inference',
-                                  hardware_id=self.get_fully_qualified_name())
+    def _create_updater(self) -> Updater:
+        updater = Updater(self, self._values['diagnostics_period_s'],
+                          hardware_id=self.get_fully_qualified_name())
+        updater.add('inference', self._diagnose)
+        return updater
+
+    def _diagnose(self, status: Status) -> None:
         with self._lock:
-            counts = {
+            status.update({
                 'frames_received': self.frames_received, 'frames_processed': self.frames_processed,
                 'results_published': self.results_published, 'batches': self.batches,
                 'total_dropped_frames': self.drops.total,
                 **{f'dropped_{k}': v for k, v in self.drops.by_reason.items()},
-            }
+            })
+            drops = dict(self.drops.by_reason)
         engine = self._engine
-        if self.engine_error:
-            status.level = DiagnosticStatus.ERROR
-            status.message = f'no engine: {self.engine_error}'
-        elif engine is None:
-            status.level = DiagnosticStatus.WARN
-            status.message = 'loading the engine'
-        elif self.last_error and (counts['dropped_bad_input'] or counts['dropped_engine_error']):
-            status.level = DiagnosticStatus.ERROR
-            status.message = self.last_error
-        elif self.warnings:
-            status.level = DiagnosticStatus.WARN
-            status.message = self.warnings[-1]
-        else:
-            status.level = DiagnosticStatus.OK
-            status.message = f'running on {engine.backend} ({engine.device})'
-        pairs: dict[str, Any] = dict(counts)
-        pairs['last_error'] = self.last_error
+        inference_summary(status, engine_error=self.engine_error, loaded=engine is not None,
+                          running_on=f'{engine.backend} ({engine.device})' if engine is not None else '',
+                          last_error=self.last_error, drops_by_reason=drops, warnings=self.warnings)
+        status.add('last_error', self.last_error)
         if engine is not None:
-            pairs.update(backend=engine.backend, device=engine.device)
-        pairs.update({f'{k}_ms_mean': f'{v:.3f}' for k, v in self.stage_means().items()})
-        pairs['input_topics'] = ','.join(self.input_topics)
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in pairs.items()]
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
-        self._diagnostics.publish(array)
+            status.update({'backend': str(engine.backend), 'device': str(engine.device)})
+        status.update({f'{k}_ms_mean': f'{v:.3f}' for k, v in self.stage_means().items()})
+        status.add('input_topics', ','.join(self.input_topics))
 
     def _apply_switch_interval(self) -> None:
         interval_us = self._values['gil_switch_interval_us']
@@ -554,8 +466,9 @@ class InferenceNode(Node):
 
     def destroy_node(self) -> None:
         self._stopping.set()
-        if self._worker.is_alive() and self._worker is not threading.current_thread():
-            self._worker.join(timeout=30.0)
+        worker = self._worker
+        if worker is not None and worker.is_alive() and worker is not threading.current_thread():
+            worker.join(timeout=30.0)
         engine, self._engine, self._runner = self._engine, None, None
         if engine is not None:
             engine.close()
@@ -563,18 +476,8 @@ class InferenceNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = InferenceNode()
-    executor = MultiThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    # Several threads: the image callbacks must keep queueing (and dropping) while diagnostics publish.
+    run_node(InferenceNode, args, executor_factory=MultiThreadedExecutor)
 
 
 if __name__ == '__main__':

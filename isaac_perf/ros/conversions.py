@@ -1,9 +1,14 @@
-"""sensor_msgs/Image <-> numpy, and header stamp helpers.
+"""sensor_msgs/Image <-> numpy, header stamp helpers, and the result / stage-time messages.
 
 Reading never copies: `image_to_numpy` views the message's own buffer (rclpy stores uint8[] as an
 array.array), rows padded past width*channels stay a strided view. Writing copies once: the pixels go
 straight into the array.array the message keeps (`fill_image` reuses an existing message's buffer, so
 a publisher that sends the same size every time allocates nothing per frame).
+
+Results are std_msgs/Float32MultiArray with a labelled row layout (`results_message`): classification
+rows [class_id, score] (dim labels 'classes', 'class_id,score'); detection rows
+[x1, y1, x2, y2, score, class_id] ('detections', 'x1,y1,x2,y2,score,class_id'). Stage times are
+Float64MultiArray in `isaac_perf.core.telemetry.stage_times`' labelled format (`stage_message`).
 
 Layout problems raise `ImageFormatError` (from isaac_perf.core.inference.frames) with a message that says what
 was wrong, so a node can log it, count the frame as dropped and carry on.
@@ -12,16 +17,24 @@ from __future__ import annotations
 
 import array
 import sys
+from collections.abc import Mapping
 
 import numpy as np
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import Image
-from std_msgs.msg import Header
+from std_msgs.msg import Float32MultiArray, Float64MultiArray, Header, MultiArrayDimension
 
 from isaac_perf.core.inference.frames import ENCODINGS, ImageFormatError, as_array, check_layout, pixel_format
+from isaac_perf.core.inference.node_params import check_model_frame
+from isaac_perf.core.inference.runner import FrameResult
+from isaac_perf.core.telemetry import stage_times
 
-__all__ = ['ENCODINGS', 'ImageFormatError', 'age_ms', 'check_image', 'fill_image', 'header_with',
-           'image_to_numpy', 'ns_to_stamp', 'numpy_to_image', 'stamp_to_ns']
+__all__ = ['ENCODINGS', 'ImageFormatError', 'age_ms', 'check_image', 'check_model_image', 'fill_image',
+           'header_with', 'image_to_numpy', 'ns_to_stamp', 'numpy_to_image', 'results_message',
+           'stage_message', 'stamp_to_ns']
+
+CLASS_LABELS = ('classes', 'class_id,score')
+DETECTION_LABELS = ('detections', 'x1,y1,x2,y2,score,class_id')
 
 NS_PER_S = 1_000_000_000
 
@@ -29,6 +42,11 @@ NS_PER_S = 1_000_000_000
 def check_image(msg: Image) -> None:
     """Raise ImageFormatError when `msg`'s encoding, step or data size cannot describe its pixels."""
     check_layout(msg.encoding, msg.width, msg.height, msg.step, len(msg.data))
+
+
+def check_model_image(msg: Image) -> None:
+    """`check_image`, and the encoding must be one the model's preprocessing takes (no pixel is read)."""
+    check_model_frame(msg.encoding, msg.width, msg.height, msg.step, len(msg.data))
 
 
 def image_to_numpy(msg: Image) -> np.ndarray:
@@ -116,3 +134,28 @@ def header_with(stamp_ns: int, frame_id: str = '') -> Header:
 def age_ms(stamp: Time, now_ns: int) -> float:
     """Milliseconds from `stamp` to `now_ns` (the latency of a frame stamped at capture)."""
     return (now_ns - stamp_to_ns(stamp)) / 1e6
+
+
+def results_message(result: FrameResult) -> Float32MultiArray:
+    """One frame's result rows as a Float32MultiArray with the labelled row layout (module docstring)."""
+    rows = result.rows
+    labels = CLASS_LABELS if result.task == 'classification' else DETECTION_LABELS
+    cols = rows.shape[1]
+    msg = Float32MultiArray()
+    msg.layout.dim = [MultiArrayDimension(label=labels[0], size=rows.shape[0], stride=rows.shape[0] * cols),
+                      MultiArrayDimension(label=labels[1], size=cols, stride=cols)]
+    msg.data = array.array('f', np.ascontiguousarray(rows, dtype=np.float32).tobytes())  # no per-item checks
+    return msg
+
+
+def stage_message(report: stage_times.StageReport, extra: Mapping[str, float] | None = None
+                  ) -> Float64MultiArray:
+    """A stage-time report; `extra` fields (name -> value) are appended after the standard ones."""
+    labels, values = stage_times.encode(report)
+    if extra:
+        labels = list(labels) + list(extra)
+        values = list(values) + [float(v) for v in extra.values()]
+    msg = Float64MultiArray()
+    msg.layout.dim = [MultiArrayDimension(label=label, size=1, stride=1) for label in labels]
+    msg.data = values
+    return msg

@@ -114,19 +114,30 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None,
             sys.exit(2)
         node: Node | None = None
         executor: Executor | None = None
+        cut_short = False  # a stop came before the node was built
         try:
             if not stop.requested.is_set():
-                node = factory()
+                stop.interrupt_main = True
+                try:
+                    node = factory()
+                finally:
+                    stop.interrupt_main = False
                 _warn_unknown_overrides(node)
                 executor = executor_factory()
                 executor.add_node(node)
             while not stop.requested.is_set() and rclpy.ok():
                 executor.spin_once(timeout_sec=SPIN_STEP_S)
         except (KeyboardInterrupt, ExternalShutdownException):
-            pass
+            cut_short = node is None
         except USER_INPUT_ERRORS as exc:
             print(f'[{label}] cannot start: {one_line(exc)}', file=sys.stderr, flush=True)
             code = 2
+        except Exception:
+            if rclpy.ok() and not stop.requested.is_set():
+                raise
+            # A stop (signal, or the context shut down from outside) cut the start-up short: the error
+            # that follows from it is part of stopping, not a crash.
+            cut_short = True
         finally:
             stop.begin()
             if executor is not None:
@@ -134,11 +145,11 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None,
             if node is not None:
                 node.destroy_node()
             try:
-                rclpy.try_shutdown()  # also destroys a node whose constructor failed part-way
+                rclpy.try_shutdown()  # also destroys a node whose constructor did not finish
             except Exception:  # noqa: BLE001
                 # A half-built node may fail its destroy_node (an attribute never set): that must not
-                # replace the refusal the user needs to read with an unrelated traceback.
-                if not code:
+                # replace the refusal the user needs to read, or turn a stop into a traceback.
+                if not (code or cut_short):
                     raise
     if code:
         sys.exit(code)

@@ -10,10 +10,12 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from isaac_perf.core.params import ParamSpec
+from isaac_perf.ros.node_main import StartupError
 
 
 def descriptor_for(spec: ParamSpec) -> ParameterDescriptor:
@@ -36,6 +38,18 @@ def descriptor_for(spec: ParamSpec) -> ParameterDescriptor:
     return desc
 
 
+def _declare(node: Node, spec: ParamSpec) -> None:
+    default = spec.default
+    if isinstance(default, (list, tuple)) and len(default) == 0:
+        # An empty list has no type of its own: declare it as a string array.
+        node.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, descriptor_for(spec))
+        if node.get_parameter_or(spec.name).type_ == Parameter.Type.NOT_SET:  # no override given
+            node.set_parameters([Parameter(spec.name, Parameter.Type.STRING_ARRAY, [])])
+    else:
+        node.declare_parameter(spec.name, list(default) if isinstance(default, tuple) else default,
+                               descriptor_for(spec))
+
+
 def declare_params(node: Node, specs: Iterable[ParamSpec],
                    on_change: Callable[[dict[str, Any]], None] | None = None,
                    extra_check: Callable[[dict[str, Any]], list[str]] | None = None) -> dict[str, Any]:
@@ -47,15 +61,11 @@ def declare_params(node: Node, specs: Iterable[ParamSpec],
     specs = list(specs)
     by_name = {s.name: s for s in specs}
     for spec in specs:
-        default = spec.default
-        if isinstance(default, (list, tuple)) and len(default) == 0:
-            # An empty list has no type of its own: declare it as a string array.
-            node.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, descriptor_for(spec))
-            if node.get_parameter_or(spec.name).type_ == Parameter.Type.NOT_SET:  # no override given
-                node.set_parameters([Parameter(spec.name, Parameter.Type.STRING_ARRAY, [])])
-        else:
-            node.declare_parameter(spec.name, list(default) if isinstance(default, tuple) else default,
-                                   descriptor_for(spec))
+        try:
+            _declare(node, spec)
+        except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+            # An override of the wrong type or out of its range: one line saying which, no traceback.
+            raise StartupError(f'invalid start-up parameters: {exc}') from exc
 
     def on_set(params: list[Parameter]) -> SetParametersResult:
         changes = {p.name: p.value for p in params if p.name in by_name}
@@ -76,5 +86,5 @@ def declare_params(node: Node, specs: Iterable[ParamSpec],
     values = {s.name: node.get_parameter(s.name).value for s in specs}
     errors = [m for s in specs for m in [s.validate(values[s.name])] if m]
     if errors:
-        raise ValueError('invalid start-up parameters: ' + '; '.join(errors))
+        raise StartupError('invalid start-up parameters: ' + '; '.join(errors))  # a ValueError: exit 2
     return values
