@@ -364,16 +364,10 @@ def _spin(executor: Any, spinning: threading.Event) -> None:
 
 
 def _drain(executor: Any, timeout_s: float) -> None:
-    """Let callbacks still running on the executor's threads finish before it is shut down.
-
-    MultiThreadedExecutor.spin_once hands callbacks to a thread pool and returns; one that finishes after
-    shutdown() touches the executor's destroyed guard condition and leaves an 'exception never
-    retrieved' line on stderr. rclpy keeps those tasks in `_futures` (not public API, hence getattr).
-    """
-    deadline = time.monotonic() + timeout_s
-    for future in list(getattr(executor, '_futures', [])):
-        while not future.done() and time.monotonic() < deadline:
-            time.sleep(0.01)
+    """Let callbacks still running on the executor's threads finish before it is shut down."""
+    from isaac_perf.ros.node_main import drain_executor
+    for error in drain_executor(executor, timeout_s):
+        print(f'executor: {type(error).__name__}: {error}', file=sys.stderr)
 
 
 def _wait(predicate: Callable[[], bool], timeout_s: float, stop: threading.Event | None) -> bool:

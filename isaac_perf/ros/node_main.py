@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from collections.abc import Callable
 
 import rclpy
@@ -99,6 +100,26 @@ def _warn_unknown_overrides(node: Node) -> None:
             f'{", ".join(unknown)}; `ros2 param list {node.get_fully_qualified_name()}` lists the real ones')
 
 
+def drain_executor(executor: Executor, timeout_s: float = 5.0) -> list[BaseException]:
+    """Wait for callbacks still running on the executor's threads; return the errors they raised.
+
+    rclpy's Executor.shutdown does not wait for them (its work-tracker wait sits under a condition that is
+    always false by then): a callback finishing after it touches the destroyed guard condition and leaves
+    'The following exception was never retrieved' on stderr. MultiThreadedExecutor keeps the tasks in
+    `_futures` (not public API, hence getattr); the single-threaded executor has none in flight.
+    """
+    deadline = time.monotonic() + timeout_s
+    errors = []
+    for future in list(getattr(executor, '_futures', [])):
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if future.done():
+            error = future.exception()
+            if error is not None:
+                errors.append(error)
+    return errors
+
+
 def run_node(factory: Callable[[], Node], args: list[str] | None = None,
              executor_factory: Callable[[], Executor] = SingleThreadedExecutor,
              stop_deadline_s: float = STOP_DEADLINE_S) -> int:
@@ -141,6 +162,9 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None,
         finally:
             stop.begin()
             if executor is not None:
+                for error in drain_executor(executor):
+                    print(f'[{label}] a callback failed while stopping: {type(error).__name__}: {error}',
+                          file=sys.stderr, flush=True)
                 executor.shutdown()
             if node is not None:
                 node.destroy_node()
