@@ -6,9 +6,10 @@
 The cameras publish /camera_{i}/image_raw (i = 0..num_cameras-1) on one timer, like a synchronised rig;
 stream_batcher subscribes exactly those topics (its params file is read first, then the camera list and
 the arguments below override it) and publishes /camera_{i}/image_raw/detections (inference_node's
-<input topic>/detections rule) plus ~/stage_times, which
-perf_monitor picks up by name. Written against launch / launch_ros's documented API (LaunchDescription,
-DeclareLaunchArgument, OpaqueFunction, launch_ros.actions.Node).
+<input topic>/detections rule) plus ~/stage_times, which perf_monitor picks up by name. The wiring
+is isaac_perf.core.pipeline_graph.batcher_nodes (the module `isaac-perf run` uses). Written against
+launch / launch_ros's documented API (LaunchDescription, DeclareLaunchArgument, OpaqueFunction,
+launch_ros.actions.Node).
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
@@ -16,6 +17,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from isaac_perf.core.paths import config_file
+from isaac_perf.core.pipeline_graph import batcher_nodes
 
 ARGUMENTS = {
     'num_cameras': ('8', 'Cameras published by image_source and batched by stream_batcher.'),
@@ -34,27 +36,13 @@ ARGUMENTS = {
 
 def _nodes(context, *args, **kwargs):
     value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
-    n = int(value['num_cameras'])
-    if n < 1:
-        raise ValueError(f'num_cameras={n}: launch at least one camera')
-    topics = [f'/camera_{i}/image_raw' for i in range(n)]
-    results = [f'{t}/detections' for t in topics]
-    return [
-        Node(package='isaac_perf', executable='image_source', name='image_source', output='screen',
-             parameters=[{'camera_count': n, 'topic_pattern': '/camera_{i}/image_raw',
-                          'rate_hz': float(value['rate_hz']), 'width': int(value['width']),
-                          'height': int(value['height'])}]),
-        Node(package='isaac_perf', executable='stream_batcher', name='stream_batcher', output='screen',
-             parameters=[value['params_file'], {
-                 'camera_topics': topics, 'max_batch_size': int(value['max_batch_size']),
-                 'max_queue_delay_ms': float(value['max_queue_delay_ms']),
-                 'num_streams': int(value['num_streams']), 'backend': value['backend'],
-                 'model': value['model']}]),
-        Node(package='isaac_perf', executable='perf_monitor', name='perf_monitor', output='screen',
-             parameters=[value['monitor_params_file'], {
-                 'watched_topics': topics + results,
-                 'expected_rates_hz': [float(value['rate_hz'])]}]),
-    ]
+    batcher = {'max_batch_size': int(value['max_batch_size']),
+               'max_queue_delay_ms': float(value['max_queue_delay_ms']),
+               'num_streams': int(value['num_streams']), 'backend': value['backend'], 'model': value['model']}
+    graph = batcher_nodes(int(value['num_cameras']), float(value['rate_hz']), int(value['width']),
+                          int(value['height']), value['params_file'], value['monitor_params_file'], batcher)
+    return [Node(package='isaac_perf', executable=n.executable, name=n.name, output='screen',
+                 parameters=list(n.parameters)) for n in graph]
 
 
 def generate_launch_description() -> LaunchDescription:

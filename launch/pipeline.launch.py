@@ -6,8 +6,8 @@
 
 Parameters come from config/pipeline.yaml (or `params_file`); the launch arguments, when given, override
 it. The topic wiring (the inference node subscribes every camera; the monitor watches the cameras and
-the result topics, expecting rate_hz) is computed by the same function `isaac-perf run` uses
-(isaac_perf.app.run.pipeline_params), so both ways of starting the pipeline run the same graph.
+the result topics, expecting rate_hz) is computed by the module `isaac-perf run` uses
+(isaac_perf.core.pipeline_graph), so both ways of starting the pipeline run the same graph.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
@@ -28,8 +28,8 @@ ARGUMENTS = {
 
 
 def _nodes(context, *args, **kwargs):
-    from isaac_perf.app.run import pipeline_params
     from isaac_perf.core.paths import config_file
+    from isaac_perf.core.pipeline_graph import pipeline_nodes, pipeline_params
 
     def arg(name):
         return LaunchConfiguration(name).perform(context).strip()
@@ -48,16 +48,9 @@ def _nodes(context, *args, **kwargs):
         model=arg('model') or None, cameras=number('num_cameras', int), rate=number('rate_hz', float),
         width=number('width', int), height=number('height', int))
     ros_args = ['--log-level', arg('log_level')]
-    nodes = [
-        Node(package='isaac_perf', executable='inference_node', name='inference_node', output='screen',
-             parameters=[params['inference_node']], ros_arguments=ros_args),
-        Node(package='isaac_perf', executable='image_source', name='image_source', output='screen',
-             parameters=[params['image_source']], ros_arguments=ros_args),
-    ]
-    if arg('use_monitor').lower() in ('true', '1', 'yes'):
-        nodes.append(Node(package='isaac_perf', executable='perf_monitor', name='perf_monitor',
-                          output='screen', parameters=[params['perf_monitor']], ros_arguments=ros_args))
-    return nodes
+    return [Node(package='isaac_perf', executable=n.executable, name=n.name, output='screen',
+                 parameters=list(n.parameters), ros_arguments=ros_args)
+            for n in pipeline_nodes(params, use_monitor=arg('use_monitor').lower() in ('true', '1', 'yes'))]
 
 
 def generate_launch_description():

@@ -8,6 +8,7 @@ The tuner writes what it settles on to `tuned_params_out` (a ROS 2 params file f
 that file back as `tuned_params` on the next launch and the batcher starts tuned: it is applied after
 `pipeline_params`, so its values win. The monitor runs with a 2 s window and the tuner with a 3 s settle
 time, so each tuning step sees only windows measured with its own setting (settle >= window + period).
+The wiring is isaac_perf.core.pipeline_graph.tuned_pipeline_nodes.
 """
 import os
 from pathlib import Path
@@ -22,39 +23,19 @@ DEFAULT_TUNED = '~/.ros/isaac_perf/tuned_stream_batcher.yaml'
 
 
 def _nodes(context, *args, **kwargs):
+    from isaac_perf.core.pipeline_graph import tuned_pipeline_nodes
+
     def arg(name):
         return LaunchConfiguration(name).perform(context)
 
-    cameras = int(arg('cameras'))
-    topics = [f'/camera_{i}/image_raw' for i in range(cameras)]
-    pipeline = arg('pipeline_params')
-    base = [pipeline] if pipeline and Path(pipeline).is_file() else []
-    batcher_params = base + [{'camera_topics': topics}]
-    tuned = os.path.expanduser(arg('tuned_params'))
-    if tuned and Path(tuned).is_file():
-        batcher_params.append(tuned)  # last: the tuned values override the pipeline file
+    tuner = {'latency_budget_ms': float(arg('latency_budget_ms')),
+             'advise_only': arg('advise_only').lower() in ('true', '1', 'yes'),
+             'output_config_path': os.path.expanduser(arg('tuned_params_out'))}
+    graph = tuned_pipeline_nodes(int(arg('cameras')), float(arg('rate_hz')), arg('pipeline_params'),
+                                 arg('tuner_params'), os.path.expanduser(arg('tuned_params')), tuner)
     log = ['--ros-args', '--log-level', arg('log_level')]
-    share = Path(get_package_share_directory('isaac_perf'))
-    return [
-        Node(package='isaac_perf', executable='image_source', name='image_source', output='screen',
-             parameters=base + [{'camera_topics': topics, 'rate_hz': float(arg('rate_hz'))}],
-             arguments=log),
-        Node(package='isaac_perf', executable='stream_batcher', name='stream_batcher', output='screen',
-             parameters=batcher_params, arguments=log),
-        Node(package='isaac_perf', executable='perf_monitor', name='perf_monitor', output='screen',
-             parameters=[str(share / 'config' / 'perf_monitor.yaml'),
-                         {'window_s': 2.0, 'publish_period_s': 0.5}],
-             arguments=log),
-        Node(package='isaac_perf', executable='qos_tuner', name='qos_tuner', output='screen',
-             parameters=[arg('tuner_params'),
-                         {'target_node': '/stream_batcher', 'settle_s': 3.0, 'cooldown_s': 3.0,
-                          'latency_budget_ms': float(arg('latency_budget_ms')),
-                          'advise_only': arg('advise_only').lower() in ('true', '1', 'yes'),
-                          'cameras': cameras, 'watch_topics': topics,
-                          'expected_rate_hz': float(arg('rate_hz')),
-                          'output_config_path': os.path.expanduser(arg('tuned_params_out'))}],
-             arguments=log),
-    ]
+    return [Node(package='isaac_perf', executable=n.executable, name=n.name, output='screen',
+                 parameters=list(n.parameters), arguments=log) for n in graph]
 
 
 def generate_launch_description():

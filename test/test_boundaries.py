@@ -46,6 +46,15 @@ def test_core_imports_no_ros_layer():
     assert found == {}, f'isaac_perf/core is the ROS-free library: {found}'
 
 
+def test_launch_files_import_no_app_module():
+    """Launch files wire nodes through isaac_perf.core.pipeline_graph, never through the CLI's modules."""
+    launch_files = sorted((ROOT / 'launch').glob('*.py'))
+    assert launch_files
+    found = {p.name: sorted(m for m in imported_modules(p) if m == 'isaac_perf.app'
+                            or m.startswith('isaac_perf.app.'))
+             for p in launch_files}
+    assert {k: v for k, v in found.items() if v} == {}, 'launch files must not import isaac_perf.app'
+
 
 def node_cross_imports(folder: Path) -> dict[str, list[str]]:
     """Which node module in `folder` imports which other node module of it."""

@@ -213,3 +213,22 @@ def test_config_file_lists_every_parameter_at_its_default():
     assert set(values) <= {s.name for s in PARAMS}
     doc = (Path(__file__).resolve().parents[1] / 'docs' / 'monitor.md').read_text()
     assert all(f'`{s.name}' in doc for s in PARAMS)
+
+
+def test_refused_start_up_leaves_a_destroyable_node_and_main_exits_2(ros_context):
+    import os
+    import subprocess
+    import sys
+
+    from isaac_perf.ros.node_main import StartupError
+    half = PerfMonitor.__new__(PerfMonitor)
+    with pytest.raises(StartupError, match='expected_rates_hz has 2 values for 3 watched_topics'):
+        half.__init__(context=ros_context, parameter_overrides=overrides(
+            watched_topics=['/a', '/b', '/c'], expected_rates_hz=[1.0, 2.0]))
+    half.destroy_node()  # half-built: must not raise
+    result = subprocess.run(
+        [sys.executable, '-m', 'isaac_perf.nodes.perf_monitor', '--ros-args', '-p', 'window_s:=0.0'],
+        env=dict(os.environ), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert 'cannot start' in result.stderr and 'window_s' in result.stderr
+    assert 'Traceback' not in result.stderr

@@ -12,6 +12,7 @@ pytest.importorskip('rclpy')
 pytest.importorskip('onnxruntime')
 
 from isaac_perf.app import run  # noqa: E402
+from isaac_perf.core import pipeline_graph as graph  # noqa: E402
 from isaac_perf.core.paths import config_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +37,7 @@ def test_params_file_feeds_every_node_and_wires_topics(tmp_path):
     custom = tmp_path / 'p.yaml'
     custom.write_text('/**:\n  ros__parameters:\n    diagnostics_period_s: 2.0\n'
                       'image_source:\n  ros__parameters:\n    diagnostics_period_s: 3.0\n')
-    loaded = run.load_params_file(custom)
+    loaded = graph.load_params_file(custom)
     assert loaded['image_source']['diagnostics_period_s'] == 3.0
     assert loaded['inference_node']['diagnostics_period_s'] == 2.0
 
@@ -90,7 +91,7 @@ def test_console_command_runs_and_writes_json(tmp_path):
 def test_pipeline_yaml_matches_the_declared_parameters():
     """Each key of config/pipeline.yaml is a parameter of its node, of the declared type (rclpy is strict)."""
     from isaac_perf.nodes import image_source, inference, perf_monitor
-    params = run.load_params_file(config_file('pipeline.yaml'))
+    params = graph.load_params_file(config_file('pipeline.yaml'))
     for name, module in (('image_source', image_source), ('inference_node', inference),
                          ('perf_monitor', perf_monitor)):
         specs = {s.name: s for s in module.PARAMS}

@@ -220,3 +220,59 @@ def test_missing_target_waits_without_deciding(ros_context, spin):
     finally:
         executor.shutdown()
         tuner.destroy_node()
+
+
+def test_diagnostics_say_waiting_then_tuning(ros_context, spin, tmp_path):
+    """/diagnostics through the Updater: WARN while the target is unknown, OK once its knobs are read."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+    statuses = {}
+    lonely = QosTuner(context=ros_context, parameter_overrides=[
+        Parameter('target_node', value='/no_such_batcher'), Parameter('diagnostics_period_s', value=0.1)])
+    listener = Node('diag_listener', context=ros_context)
+    listener.create_subscription(DiagnosticArray, '/diagnostics',
+                                 lambda m: statuses.update({s.name: s for s in m.status}), 50)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(lonely)
+    executor.add_node(listener)
+    try:
+        assert spin(executor, lambda: 'qos_tuner: tuning' in statuses, 5.0)
+        status = statuses['qos_tuner: tuning']
+        assert status.level == DiagnosticStatus.WARN and 'waiting for /no_such_batcher' in status.message
+        assert {kv.key: kv.value for kv in status.values}['config'] == 'unknown'
+    finally:
+        executor.shutdown()
+        lonely.destroy_node()
+        listener.destroy_node()
+    h = Harness(ros_context, tmp_path, diagnostics_period_s=0.1)
+    listener = Node('diag_listener2', context=ros_context)
+    h.executor.add_node(listener)
+    statuses.clear()
+    listener.create_subscription(DiagnosticArray, '/diagnostics',
+                                 lambda m: statuses.update({s.name: s for s in m.status}), 50)
+    try:
+        assert spin(h.executor, lambda: h.tuner._config is not None and 'qos_tuner: tuning' in statuses
+                    and statuses['qos_tuner: tuning'].level == DiagnosticStatus.OK, 10.0)
+        values = {kv.key: kv.value for kv in statuses['qos_tuner: tuning'].values}
+        assert 'max_batch_size=' in values['config'] and values['target_node'] == h.tuner.p['target_node']
+    finally:
+        h.close()
+        listener.destroy_node()
+
+
+def test_start_up_refusal_is_a_startup_error_and_destroy_is_safe(ros_context):
+    from isaac_perf.ros.node_main import StartupError
+    with pytest.raises(StartupError, match='batch_size_min=32 is above batch_size_max=8'):
+        QosTuner(context=ros_context, parameter_overrides=[Parameter('batch_size_min', value=32),
+                                                           Parameter('batch_size_max', value=8)])
+    # The half-built node is destroyed when the fixture shuts the context down: a raise there fails this.
+
+
+def test_main_refuses_bad_start_up_parameters_with_exit_code_2():
+    import os
+    import subprocess
+    import sys
+    result = subprocess.run(
+        [sys.executable, '-m', 'isaac_perf.nodes.qos_tuner', '--ros-args', '-p', 'margin:=0.5',
+         '-p', 'headroom:=0.1'], env=dict(os.environ), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert 'margin=0.5 must not exceed headroom=0.1' in result.stderr and 'Traceback' not in result.stderr

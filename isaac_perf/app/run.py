@@ -1,8 +1,9 @@
 """`isaac-perf run`: the perception pipeline in one process, with a live summary and a final report.
 
 image_source -> inference_node -> results, with perf_monitor watching, composed on one
-MultiThreadedExecutor from the same params file the launch file uses (config/pipeline.yaml), so a pip
-install without `ros2 launch` runs exactly what a colcon install launches. The engine is loaded (and
+MultiThreadedExecutor from the same params file and the same wiring the launch file uses
+(config/pipeline.yaml, isaac_perf.core.pipeline_graph), so a pip install without `ros2 launch` runs
+exactly what a colcon install launches. The engine is loaded (and
 warmed up) before the cameras start, so the numbers describe the steady state, not model start-up.
 
 Only argparse/stdlib are imported at module level: `isaac-perf --help` must not pay for rclpy or numpy.
@@ -16,13 +17,14 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+# The graph (nodes, parameters, topics) is the one launch/pipeline.launch.py uses.
+from isaac_perf.core.pipeline_graph import pipeline_params
 from isaac_perf.core.profiling.report import json_safe
 
-NODE_NAMES = ('image_source', 'inference_node', 'perf_monitor')
 BACKENDS = ('auto', 'onnxruntime', 'torch', 'tensorrt')
 
 
@@ -48,104 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------------------------------------- params
 
-def load_params_file(path: str | Path) -> dict[str, dict[str, Any]]:
-    """node name -> parameters, from a ROS 2 params file ('/**' sections apply to every node)."""
-    import yaml
-    text = Path(path).read_text()
-    data = yaml.safe_load(text) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f'{path}: a params file maps node names to {{ros__parameters: {{...}}}}')
-    shared: dict[str, Any] = {}
-    per_node: dict[str, dict[str, Any]] = {}
-    for key, section in data.items():
-        params = (section or {}).get('ros__parameters', {}) if isinstance(section, dict) else {}
-        name = str(key).strip('/')
-        if name in ('**', '*'):
-            shared.update(params)
-        else:
-            per_node.setdefault(name.rsplit('/', 1)[-1], {}).update(params)
-    return {name: {**shared, **per_node.get(name, {})} for name in set(per_node) | set(NODE_NAMES)}
-
-
-def coerce(values: Mapping[str, Any], specs: Iterable[Any]) -> dict[str, Any]:
-    """Fit YAML/CLI values to the declared types: 30 -> 30.0 for a float parameter (rclpy is strict)."""
-    by_name = {s.name: s for s in specs}
-    out = {}
-    for name, value in values.items():
-        spec = by_name.get(name)
-        default = getattr(spec, 'default', None)
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        elif isinstance(default, (list, tuple)) and default and isinstance(default[0], float) \
-                and isinstance(value, list):
-            value = [float(v) for v in value]
-        out[name] = value
-    return out
-
-
 def to_overrides(values: Mapping[str, Any]) -> list[Any]:
     from rclpy.parameter import Parameter
     # An empty list has no ROS type: leave such parameters at their declared defaults.
     return [Parameter(name, value=value) for name, value in values.items()
             if not (isinstance(value, list) and not value)]
-
-
-def camera_topics_of(source_params: Mapping[str, Any]) -> list[str]:
-    from isaac_perf.nodes.image_source import PARAMS, camera_topics
-    values = {s.name: s.default for s in PARAMS}
-    values.update(source_params)
-    return camera_topics(values)
-
-
-def pipeline_params(config: str | Path, backend: str | None = None, model: str | None = None,
-                    cameras: int | None = None, rate: float | None = None, width: int | None = None,
-                    height: int | None = None) -> dict[str, dict[str, Any]]:
-    """Each node's parameters: the params file, the command-line overrides, and the wiring between them.
-
-    The inference node always reads the image source's topics, and the monitor watches those cameras
-    and the result topics, whatever the file says, so the three cannot drift apart.
-    """
-    from isaac_perf.nodes import image_source, inference
-    params = load_params_file(config)
-    source = params['image_source']
-    infer = params['inference_node']
-    monitor = params['perf_monitor']
-    if cameras is not None:
-        source['camera_count'] = cameras
-        source['camera_topics'] = ['']
-    if rate is not None:
-        source['rate_hz'] = rate
-    if width is not None:
-        source['width'] = width
-    if height is not None:
-        source['height'] = height
-    if backend is not None:
-        infer['backend'] = backend
-    if model is not None:
-        if model in ('resnet50', 'detector'):
-            infer['model'] = model
-        else:
-            infer['model'] = ''
-            infer['model_file_path'] = str(Path(model).expanduser())
-        infer['task'] = 'auto'
-    topics = camera_topics_of(source)
-    infer['input_topics'] = topics
-    infer_values = {s.name: s.default for s in inference.PARAMS}
-    infer_values.update(infer)
-    results = inference.output_topics(infer_values)
-    watched = topics + results
-    watched += [t for t in monitor.get('watched_topics') or [] if t and t not in watched]  # the file's extras
-    monitor['watched_topics'] = watched
-    rate_hz = float(source.get('rate_hz', 30.0))
-    monitor['expected_rates_hz'] = [rate_hz if t in topics else 0.0 for t in watched]
-    params['image_source'] = coerce(source, image_source.PARAMS)
-    params['inference_node'] = coerce(infer, inference.PARAMS)
-    try:
-        from isaac_perf.nodes import perf_monitor
-        params['perf_monitor'] = coerce(monitor, perf_monitor.PARAMS)
-    except ImportError:
-        params['perf_monitor'] = monitor
-    return params
 
 
 # ------------------------------------------------------------------------------------------- statistics
@@ -301,17 +210,9 @@ def run_pipeline(params: dict[str, dict[str, Any]], duration_s: float, context: 
                 return {}
             reason = inference.engine_error or f'not ready after {load_timeout_s:g} s'
             raise RuntimeError(f'the inference engine did not load: {reason}')
-        monitor_node = None
-        if monitor:
-            try:
-                from isaac_perf.nodes.perf_monitor import PerfMonitor
-            except ImportError as exc:
-                print(f'perf_monitor is not available ({exc}): running without it', file=sys.stderr)
-            else:
-                monitor_node = PerfMonitor(context=context,
-                                           parameter_overrides=to_overrides(params['perf_monitor']))
-                nodes.append(monitor_node)
-                executor.add_node(monitor_node)
+        monitor_node = _start_monitor(params['perf_monitor'], context, executor) if monitor else None
+        if monitor_node is not None:
+            nodes.append(monitor_node)
         source = (source_factory or ImageSource)(
             context=context, parameter_overrides=to_overrides(params['image_source']))
         nodes.append(source)
@@ -351,6 +252,18 @@ def run_pipeline(params: dict[str, dict[str, Any]], duration_s: float, context: 
         if own_context:
             context.try_shutdown()
     return report
+
+
+def _start_monitor(monitor_params: Mapping[str, Any], context: Any, executor: Any) -> Any:
+    """perf_monitor on the run's executor, or None (said on stderr) where it cannot be imported."""
+    try:
+        from isaac_perf.nodes.perf_monitor import PerfMonitor
+    except ImportError as exc:
+        print(f'perf_monitor is not available ({exc}): running without it', file=sys.stderr)
+        return None
+    node = PerfMonitor(context=context, parameter_overrides=to_overrides(monitor_params))
+    executor.add_node(node)
+    return node
 
 
 def _spin(executor: Any, spinning: threading.Event) -> None:

@@ -28,6 +28,7 @@ from isaac_perf.core.inference.frames import (
 )
 from isaac_perf.core.inference.health import source_summary
 from isaac_perf.core.params import ParamSpec
+from isaac_perf.core.pipeline_graph import camera_topics
 from isaac_perf.core.telemetry.health import Status
 from isaac_perf.ros.conversions import fill_image
 from isaac_perf.ros.diagnostics import Updater
@@ -77,15 +78,6 @@ PARAMS: tuple[ParamSpec, ...] = (
 _SOURCE_KEYS = {'width', 'height', 'encoding', 'source', 'source_path', 'source_topic', 'cache_mb'}
 _PUBLISHER_KEYS = {'camera_count', 'camera_topics', 'topic_pattern', 'qos_reliability', 'qos_depth',
                    'frame_id'}
-
-
-def camera_topics(values: dict[str, Any]) -> list[str]:
-    """The topics to publish, from camera_topics or topic_pattern x camera_count."""
-    topics = [t for t in values['camera_topics'] if t]
-    if topics:
-        return topics
-    pattern = values['topic_pattern']
-    return [pattern.replace('{i}', str(i)) for i in range(values['camera_count'])]
 
 
 def _cross_check(current: dict[str, Any], changes: dict[str, Any]) -> list[str]:

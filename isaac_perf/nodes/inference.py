@@ -58,6 +58,7 @@ from isaac_perf.core.inference.node_params import (
 )
 from isaac_perf.core.inference.runner import DropCounter, InferenceRunner
 from isaac_perf.core.params import ParamSpec
+from isaac_perf.core.pipeline_graph import output_topics
 from isaac_perf.core.telemetry import stage_times
 from isaac_perf.core.telemetry.health import Status
 from isaac_perf.ros.conversions import (
@@ -118,15 +119,6 @@ PARAMS: tuple[ParamSpec, ...] = (
 _RELOAD_KEYS = MODEL_RELOAD_KEYS | {'engine_file_path', 'force_engine_update', 'max_batch_size',
                                     'torch_compile', 'input_tensor_names', 'output_tensor_names'}
 _IO_KEYS = {'input_topics', 'output_topic', 'input_qos', 'output_qos', 'queue_depth'}
-
-
-def output_topics(values: dict[str, Any]) -> list[str]:
-    """Result topic of each input topic."""
-    inputs = names(values['input_topics'])
-    pattern = values['output_topic']
-    if not pattern:
-        return [f'{t.rstrip("/")}/detections' for t in inputs]
-    return [pattern.replace('{i}', str(i)) for i in range(len(inputs))]
 
 
 def cross_check(values: dict[str, Any]) -> list[str]:

@@ -20,20 +20,21 @@ import time
 from typing import Any
 
 import psutil
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from std_msgs.msg import Float32MultiArray, Float64MultiArray, MultiArrayDimension
 
 from isaac_perf.core.params import ParamSpec
-from isaac_perf.core.telemetry import metrics, stage_times
-from isaac_perf.core.telemetry.alerts import AlertBook, AlertRule, Direction, Level, Transition
+from isaac_perf.core.telemetry import fields, metrics, stage_times
+from isaac_perf.core.telemetry.alerts import Level
 from isaac_perf.core.telemetry.gpu import PCIE_MODES, GpuSample, GpuSampler
-from isaac_perf.core.telemetry.stats import StageSnapshot, StageStats, StreamSnapshot, StreamStats
+from isaac_perf.core.telemetry.health import Status
+from isaac_perf.core.telemetry.monitor_policy import MonitorPolicy
+from isaac_perf.core.telemetry.stats import StageStats, StreamStats
 from isaac_perf.core.telemetry.system import SystemSample, SystemSampler
-from isaac_perf.ros import diagnostics as diag
+from isaac_perf.ros.diagnostics import Updater
+from isaac_perf.ros.node_main import StartupError, run_node
 from isaac_perf.ros.params import declare_params
 from isaac_perf.ros.topic_watch import WATCH_MODES, TopicWatch, watch_qos
 
@@ -156,14 +157,19 @@ class PerfMonitor(Node):
         self._intake_group = MutuallyExclusiveCallbackGroup()
         self._sample_group = MutuallyExclusiveCallbackGroup()
         self._publish_group = MutuallyExclusiveCallbackGroup()
+        # declare_params raises StartupError for a refused start-up value (rclpy's range/type checks too).
         self.p = declare_params(self, PARAMS, on_change=self._on_params, extra_check=self._check_changes)
         errors = cross_check(self.p)
         if errors:
-            raise ValueError('invalid start-up parameters: ' + '; '.join(errors))
+            raise StartupError('invalid start-up parameters: ' + '; '.join(errors))
         self.hostname = socket.gethostname()
         self._metrics_pub = self.create_publisher(Float32MultiArray, '/performance_metrics', 10)
-        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.alerts = AlertBook()
+        # No timer of its own: statuses are published with each metrics message, from the same snapshot.
+        self._diagnostics = Updater(self, period_s=0.0)
+        self._statuses: list[Status] = []
+        self._diagnostics.add_source(lambda: self._statuses)
+        self.policy = MonitorPolicy(self.p, notify=self._log_level_change)
+        self.alerts = self.policy.alerts
         self._gpu = self._make_gpu_sampler()
         self._system = SystemSampler(self.p['process_patterns'])
         self._own = psutil.Process()
@@ -177,7 +183,6 @@ class PerfMonitor(Node):
         self.watches: dict[str, TopicWatch] = {}
         self.stages: dict[str, StageStats] = {}
         self._stage_subs: dict[str, Any] = {}
-        self._stale: dict[str, bool] = {}
         self._logged_malformed: set[str] = set()
         self.last_metrics: tuple[list[str], list[float]] | None = None
         self._build_watches()
@@ -232,8 +237,7 @@ class PerfMonitor(Node):
                     or watch.stats._arrival.capacity != self.p['ring_capacity']:
                 watch.destroy()
                 del self.watches[topic]
-                self.alerts.forget(topic)
-                self._stale.pop(topic, None)
+                self.policy.forget(topic)
         for topic in wanted:
             if topic not in self.watches:
                 stats = StreamStats(self.p['ring_capacity'], self.p['window_s'])
@@ -269,14 +273,16 @@ class PerfMonitor(Node):
                     self.get_logger().info(f'watching {watch.topic} ({watch.type_name}, '
                                            f'{"header stamps" if watch.has_header else "no header"})')
             for topic, types in names_and_types.items():
-                if topic.endswith(stage_times.SUFFIX) and topic not in self._stage_subs:
-                    if STAGE_TYPE not in types:
-                        continue
-                    self.stages.setdefault(topic, StageStats(window_s=self.p['window_s']))
-                    self._stage_subs[topic] = self.create_subscription(
-                        Float64MultiArray, topic, functools.partial(self._on_stage, topic),
-                        watch_qos(self, topic, 50), callback_group=self._intake_group)
-                    self.get_logger().info(f'aggregating stage times from {topic}')
+                if topic.endswith(stage_times.SUFFIX) and topic not in self._stage_subs \
+                        and STAGE_TYPE in types:
+                    self._subscribe_stages(topic)
+
+    def _subscribe_stages(self, topic: str) -> None:
+        self.stages.setdefault(topic, StageStats(window_s=self.p['window_s']))
+        self._stage_subs[topic] = self.create_subscription(
+            Float64MultiArray, topic, functools.partial(self._on_stage, topic),
+            watch_qos(self, topic, 50), callback_group=self._intake_group)
+        self.get_logger().info(f'aggregating stage times from {topic}')
 
     def _on_stage(self, topic: str, msg: Float64MultiArray) -> None:
         now = time.time_ns()
@@ -295,37 +301,15 @@ class PerfMonitor(Node):
         stats.record(now, report.stamp_ns, report.batch_size, report.stages_ms)
 
     # ---- sampling and alerts ------------------------------------------------------------------------
-    def _log_transition(self, t: Transition | None) -> None:
-        if t is None:
-            return
+    def _log_level_change(self, level: Level, text: str) -> None:
         log = self.get_logger()
-        text = f'{t.old.name} -> {t.new.name}: {t.message}'
         # One call site per severity: rclpy refuses a call site whose severity changes between calls.
-        if t.new == Level.ERROR:
+        if level == Level.ERROR:
             log.error(text)
-        elif t.new == Level.WARN:
+        elif level in (Level.WARN, Level.STALE):
             log.warning(text)
         else:
             log.info(text)
-
-    def _rule(self, name: str, direction: Direction, warn: float, error: float,
-              unit: str = '') -> AlertRule | None:
-        """A rule from warn/error thresholds where 0 means off; None when both are off."""
-        warn_v = warn if warn > 0 else None
-        error_v = error if error > 0 else None
-        if warn_v is None and error_v is None:
-            return None
-        reference = warn_v if warn_v is not None else error_v
-        return AlertRule(name, direction, warn_v, error_v,
-                         hysteresis=self.p['alert_hysteresis_fraction'] * reference,
-                         min_duration_s=self.p['alert_min_duration_s'], unit=unit)
-
-    def _check(self, subject: str, name: str, direction: Direction, value: float, unit: str = '',
-               now_ns: int = 0) -> None:
-        p = self.p
-        rule = self._rule(name, direction, p[f'{name}_warn'], p[f'{name}_error'], unit)
-        if rule is not None:
-            self._log_transition(self.alerts.update(rule, subject, value, now_ns))
 
     def _sample(self) -> None:
         now = time.time_ns()
@@ -334,60 +318,7 @@ class PerfMonitor(Node):
         own = self._own.cpu_percent(None)
         with self._lock:
             self._gpu_samples, self._sys_sample, self._own_cpu = gpus, system, own
-            for g in gpus:
-                subject = f'gpu{g.index}'
-                self._check(subject, 'max_gpu_util', Direction.ABOVE, g.util_percent, '%', now)
-                self._check(subject, 'max_gpu_memory_fraction', Direction.ABOVE, g.memory_used_fraction,
-                            '', now)
-                self._check(subject, 'max_gpu_temperature_c', Direction.ABOVE, g.temperature_c, ' C', now)
-            self._check('host', 'max_cpu_percent', Direction.ABOVE, system.cpu_percent, '%', now)
-
-    def _topic_level(self, topic: str, snap: StreamSnapshot, now: int, publishers: int) -> tuple[Level, str]:
-        p = self.p
-        expected = snap.expected_rate_hz
-        if expected > 0:
-            tol = p['rate_tolerance_percent'] / 100.0
-            warn = expected * (1.0 - tol)
-            rule = AlertRule('rate_hz', Direction.BELOW, warn, min(warn, expected * 0.5),
-                             hysteresis=p['alert_hysteresis_fraction'] * expected,
-                             min_duration_s=p['alert_min_duration_s'], unit=' Hz')
-            self._log_transition(self.alerts.update(rule, topic, snap.rate_hz, now))
-        else:
-            self._check(topic, 'min_fps', Direction.BELOW, snap.rate_hz, ' Hz', now)
-        self._check(topic, 'max_latency_ms', Direction.ABOVE, snap.latency_ms.p50, ' ms', now)
-        stale = snap.age_s > p['stale_timeout_s']
-        if stale != self._stale.get(topic, False):
-            self._stale[topic] = stale
-            if stale:
-                seen = 'never received a message' if math.isinf(snap.age_s) else \
-                    f'no message for {snap.age_s:.1f} s'
-                self.get_logger().warning(f'{topic} is STALE: {seen} ({publishers} publisher(s))')
-            else:
-                self.get_logger().info(f'{topic} recovered from STALE')
-        if stale:
-            if math.isinf(snap.age_s):
-                return Level.STALE, f'STALE: no message yet ({publishers} publisher(s))'
-            return Level.STALE, f'STALE: no message for {snap.age_s:.1f} s ({publishers} publisher(s))'
-        active = self.alerts.active(topic)
-        if active:
-            return active[0].level, '; '.join(s.describe() for s in active)
-        return Level.OK, 'OK'
-
-    def _stage_level(self, topic: str, snap: StageSnapshot, now: int) -> tuple[Level, str]:
-        self._check(topic, 'min_fps', Direction.BELOW, snap.fps, ' Hz', now)
-        self._check(topic, 'max_latency_ms', Direction.ABOVE, snap.latency_ms.p50, ' ms', now)
-        if snap.age_s > self.p['stale_timeout_s']:
-            return Level.STALE, f'STALE: no stage report for {snap.age_s:.1f} s'
-        active = self.alerts.active(topic)
-        if active:
-            return active[0].level, '; '.join(s.describe() for s in active)
-        return Level.OK, 'OK'
-
-    def _subject_status(self, subject: str) -> tuple[Level, str]:
-        active = self.alerts.active(subject)
-        if active:
-            return active[0].level, '; '.join(s.describe() for s in active)
-        return Level.OK, 'OK'
+            self.policy.check_samples(gpus, system, now)
 
     # ---- publishing -------------------------------------------------------------------------------
     def _publish(self) -> None:
@@ -399,146 +330,82 @@ class PerfMonitor(Node):
         msg.data = [float(v) for v in values]
         self.last_metrics = (labels, values)
         self._metrics_pub.publish(msg)
-        self._diag_pub.publish(diag.diagnostic_array(statuses, self.get_clock().now().to_msg()))
+        self._statuses = statuses
+        self._diagnostics.force_update()
 
-    def _build(self, now: int):
-        name = self.get_name()
+    def _build(self, now: int) -> tuple[list[str], list[float], list[Status]]:
         blocks: list[metrics.Block] = []
-        statuses = []
-        system, gpus = self._sys_sample, self._gpu_samples
+        statuses: list[Status] = []
+        self._build_hardware(blocks, statuses)
+        stale_count = self._build_topics(now, blocks, statuses)
+        live_stages = self._build_stages(now, blocks, statuses)
+        counts = self.alerts.counts()
+        global_values = fields.global_metrics(self._sys_sample, self._gpu_samples, live_stages, {
+            'topics_watched': len(self.watches), 'topics_stale': stale_count,
+            'alerts_warn': counts[Level.WARN], 'alerts_error': counts[Level.ERROR],
+            'monitor_cpu_percent': self._own_cpu})
+        labels, values = metrics.flatten(global_values, blocks)
+        return labels, values, statuses
 
-        # GPUs
-        for g in gpus:
-            level, message = self._subject_status(f'gpu{g.index}') if g.ok else (Level.STALE, 'no NVML data')
-            blocks.append(metrics.Block('gpu', str(g.index), {
-                'util_percent': g.util_percent, 'memory_used_mib': g.memory_used_mib,
-                'memory_total_mib': g.memory_total_mib, 'memory_used_fraction': g.memory_used_fraction,
-                'memory_bw_util_percent': g.memory_bw_util_percent, 'temperature_c': g.temperature_c,
-                'power_w': g.power_w, 'power_limit_w': g.power_limit_w, 'sm_clock_mhz': g.sm_clock_mhz,
-                'mem_clock_mhz': g.mem_clock_mhz, 'throttle_reasons': g.throttle_reasons,
-                'pcie_rx_mbps': g.pcie_rx_mbps, 'pcie_tx_mbps': g.pcie_tx_mbps,
-                'nvlink_rx_mbps': g.nvlink_rx_mbps, 'nvlink_tx_mbps': g.nvlink_tx_mbps,
-                'process_count': len(g.processes_mib),
-                'process_memory_mib': math.fsum(v for v in g.processes_mib.values() if not math.isnan(v)),
-                'level': int(level)}))
-            statuses.append(diag.make_status(f'{name}: gpu{g.index}', level, message, diag.gpu_values(g),
-                                             hardware_id=g.uuid or self.hostname))
-
-        # Host and processes
+    def _build_hardware(self, blocks: list[metrics.Block], statuses: list[Status]) -> None:
+        name = self.get_name()
+        for g in self._gpu_samples:
+            level, message = self.policy.gpu_status(g)
+            blocks.append(metrics.Block('gpu', str(g.index), fields.gpu_metrics(g, level)))
+            statuses.append(Status(f'{name}: gpu{g.index}', level, message, fields.gpu_diagnostics(g),
+                                   hardware_id=g.uuid or self.hostname))
+        system = self._sys_sample
         if system is not None:
-            level, message = self._subject_status('host')
-            statuses.append(diag.make_status(f'{name}: host {self.hostname}', level, message,
-                                             diag.host_values(system), hardware_id=self.hostname))
-            for pattern, group in system.processes.items():
-                blocks.append(metrics.Block('proc', pattern, {
-                    'count': group.count, 'cpu_percent': group.cpu_percent, 'rss_mib': group.rss_mib}))
+            level, message = self.policy.subject_status('host')
+            statuses.append(Status(f'{name}: host {self.hostname}', level, message,
+                                   fields.host_diagnostics(system), hardware_id=self.hostname))
+            for pattern, values in fields.process_metrics(system).items():
+                blocks.append(metrics.Block('proc', pattern, values))
 
-        # Watched topics
+    def _build_topics(self, now: int, blocks: list[metrics.Block], statuses: list[Status]) -> int:
+        """Blocks and statuses of the watched topics; returns how many are STALE."""
         stale_count = 0
         for topic, watch in self.watches.items():
             snap = watch.stats.snapshot(now)
             publishers = watch.publisher_count()
-            level, message = self._topic_level(topic, snap, now, publishers)
+            level, message = self.policy.topic_status(topic, snap, now, publishers)
             stale_count += level == Level.STALE
-            blocks.append(metrics.Block('topic', topic, {
-                'rate_hz': snap.rate_hz, 'expected_rate_hz': snap.expected_rate_hz,
-                'stamp_rate_hz': snap.stamp_rate_hz, 'bandwidth_mbps': snap.bandwidth_bps / 1e6,
-                'mean_size_kib': snap.mean_size_bytes / 1024.0,
-                'latency_ms_mean': snap.latency_ms.mean, 'latency_ms_p50': snap.latency_ms.p50,
-                'latency_ms_p90': snap.latency_ms.p90, 'latency_ms_p99': snap.latency_ms.p99,
-                'latency_ms_max': snap.latency_ms.max, 'jitter_ms': snap.jitter_ms,
-                'max_abs_jitter_ms': snap.max_abs_jitter_ms, 'drops': snap.drops, 'count': snap.count,
-                'age_s': snap.age_s, 'level': int(level)}))
-            values = diag.topic_values(snap, self.p['rate_tolerance_percent'], watch.type_name)
-            values['publishers'] = publishers
-            statuses.append(diag.make_status(topic, level, message, values))
+            blocks.append(metrics.Block('topic', topic, fields.topic_metrics(snap, level)))
+            statuses.append(Status(topic, level, message, fields.topic_diagnostics(
+                snap, self.p['rate_tolerance_percent'], watch.type_name, publishers)))
+        return stale_count
 
-        # Stage-time sources
-        fps_values, p50_values, p99_values = [], [], []
+    def _build_stages(self, now: int, blocks: list[metrics.Block], statuses: list[Status]) -> list:
+        """Blocks and statuses of the stage-time sources; returns the snapshots of the live ones."""
+        live = []
         for topic in sorted(self.stages):
             snap = self.stages[topic].snapshot(now)
-            level, message = self._stage_level(topic, snap, now)
+            level, message = self.policy.stage_status(topic, snap, now)
             if level != Level.STALE:
-                fps_values.append(snap.fps)
-                p50_values.append(snap.latency_ms.p50)
-                p99_values.append(snap.latency_ms.p99)
-            stage_names = list(snap.stages_ms)
-            block_values: dict[str, float] = {
-                'fps': snap.fps, 'reports': snap.reports, 'batch_size_mean': snap.batch_size.mean,
-                'latency_ms_mean': snap.latency_ms.mean, 'latency_ms_p50': snap.latency_ms.p50,
-                'latency_ms_p90': snap.latency_ms.p90, 'latency_ms_p99': snap.latency_ms.p99,
-                'latency_ms_max': snap.latency_ms.max, 'age_s': snap.age_s, 'level': int(level)}
-            for stage, summary in snap.stages_ms.items():
-                block_values[f'{stage}_ms_mean'] = summary.mean
-                block_values[f'{stage}_ms_p50'] = summary.p50
-                block_values[f'{stage}_ms_p99'] = summary.p99
-            blocks.append(metrics.Block('stages', topic, block_values,
-                                        metrics.stage_extra_fields(stage_names)))
-            statuses.append(diag.make_status(f'{name}: stages {topic}', level, message,
-                                             diag.stage_values(snap)))
-
-        ok_gpus = [g for g in gpus if g.ok]
-        counts = self.alerts.counts()
-        global_values = {
-            'cpu_percent': system.cpu_percent if system else NAN,
-            'cpu_max_core_percent': system.cpu_max_core_percent if system else NAN,
-            'memory_percent': system.memory_percent if system else NAN,
-            'memory_used_mib': system.memory_used_mib if system else NAN,
-            'gpu_count': len(ok_gpus),
-            'gpu_util_percent_max': _nanmax(g.util_percent for g in ok_gpus),
-            'gpu_memory_used_fraction_max': _nanmax(g.memory_used_fraction for g in ok_gpus),
-            'gpu_temperature_c_max': _nanmax(g.temperature_c for g in ok_gpus),
-            'gpu_power_w_total': math.fsum(g.power_w for g in ok_gpus if not math.isnan(g.power_w))
-            if ok_gpus else NAN,
-            'pipeline_fps': _nanmin(fps_values),
-            'pipeline_latency_ms_p50': _nanmax(p50_values),
-            'pipeline_latency_ms_p99': _nanmax(p99_values),
-            'topics_watched': len(self.watches),
-            'topics_stale': stale_count,
-            'alerts_warn': counts[Level.WARN],
-            'alerts_error': counts[Level.ERROR],
-            'monitor_cpu_percent': self._own_cpu,
-        }
-        labels, values = metrics.flatten(global_values, blocks)
-        return labels, values, statuses
+                live.append(snap)
+            blocks.append(metrics.Block('stages', topic, fields.stage_metrics(snap, level),
+                                        metrics.stage_extra_fields(list(snap.stages_ms))))
+            statuses.append(Status(f'{self.get_name()}: stages {topic}', level, message,
+                                   fields.stage_diagnostics(snap)))
+        return live
 
     def destroy_node(self) -> None:
         # Also reached when __init__ failed part-way (the context destroys its nodes on shutdown).
         for watch in getattr(self, 'watches', {}).values():
             watch.destroy()
+        self.watches = {}
         if getattr(self, '_watch_node', None) is not None:
             self._watch_node.destroy_node()
             self._watch_node = None
         if getattr(self, '_gpu', None) is not None:
             self._gpu.close()
+            self._gpu = None
         super().destroy_node()
 
 
-def _nanmax(values) -> float:
-    finite = [v for v in values if v is not None and not math.isnan(v)]
-    return max(finite) if finite else NAN
-
-
-def _nanmin(values) -> float:
-    finite = [v for v in values if v is not None and not math.isnan(v)]
-    return min(finite) if finite else NAN
-
-
-def main(args=None):
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = PerfMonitor()
-        # Two threads: sampling (NVML can block for tens of ms) runs beside intake and publishing.
-        executor = MultiThreadedExecutor(num_threads=2)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+def main(args: list[str] | None = None) -> None:
+    # Two threads: sampling (NVML can block for tens of ms) runs beside intake and publishing.
+    run_node(PerfMonitor, args, executor_factory=lambda: MultiThreadedExecutor(num_threads=2))
 
 
 if __name__ == '__main__':

@@ -29,191 +29,45 @@ import math
 import time
 from typing import Any
 
-import rclpy
 from rcl_interfaces.msg import ParameterEvent, ParameterType
 from rcl_interfaces.srv import GetParameters, SetParametersAtomically
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float32MultiArray, String
 
-from isaac_perf.core.params import ParamSpec
 from isaac_perf.core.tuning.advisor import Change
-from isaac_perf.core.tuning.controller import Decision, RealtimeController
-from isaac_perf.core.tuning.knobs import Knob, KnobKind, PipelineState, Requirements
+from isaac_perf.core.tuning.controller import Decision
+from isaac_perf.core.tuning.knobs import (
+    KNOBS,
+    TARGET_PARAM,
+    PipelineState,
+    knob_from_target,
+    knob_to_target,
+    knobs_from,
+)
 from isaac_perf.core.tuning.params_file import write_params_file
 from isaac_perf.core.tuning.qos import QosEvent, QosEventCounter, check_compatible
-from isaac_perf.core.tuning.search import gpu_ids_for, ladder, powers_of_two
+from isaac_perf.core.tuning.tuner_health import TunerFacts, tuner_status
+from isaac_perf.core.tuning.tuner_params import CONTROLLER_PARAMS, PARAMS, controller_from, cross_check
+from isaac_perf.ros.diagnostics import Updater
+from isaac_perf.ros.node_main import StartupError, run_node
 from isaac_perf.ros.params import declare_params
 from isaac_perf.ros.qos import from_qos_profile, subscription_event_callbacks
 
 NAN = float('nan')
-KNOBS = ('max_batch_size', 'max_queue_delay_ms', 'num_streams', 'queue_depth', 'input_reliability',
-         'num_gpus')
-# num_gpus is opt-in (list it in tune_params): a change reloads the engine on the new GPU set.
-DEFAULT_KNOBS = KNOBS[:-1]
-KNOB_TYPES = {'max_batch_size': int, 'max_queue_delay_ms': float, 'num_streams': int, 'queue_depth': int,
-              'input_reliability': str, 'num_gpus': int}
-# Knobs that are not a parameter of the target themselves: knob -> (target parameter, to it, from it).
-# num_gpus n is set as gpu_ids [0 .. n-1]; gpu_ids [-1] (all visible GPUs) reads as max_gpus.
-TARGET_PARAM = {'num_gpus': 'gpu_ids'}
-
-
-def knob_to_target(name: str, value: Any) -> tuple[str, Any]:
-    """The target parameter (name, value) that carries knob `name` = `value`."""
-    if name == 'num_gpus':
-        return 'gpu_ids', gpu_ids_for(int(value))
-    return name, KNOB_TYPES.get(name, type(value))(value)
-
-
-def knob_from_target(name: str, value: Any, max_gpus: int) -> Any:
-    """The knob value a target parameter value means (inverse of `knob_to_target`)."""
-    if name == 'num_gpus':
-        ids = [int(i) for i in value]
-        return max_gpus if not ids or ids == [-1] else len(ids)
-    return value
-
-
-def _check_node_name(name: str) -> str:
-    if not name.startswith('/') or name.endswith('/') or ' ' in name or len(name) < 2:
-        return f"target_node={name!r}: give the node's fully qualified name, e.g. /stream_batcher"
-    return ''
-
-
-def _check_knobs(names: list[str]) -> str:
-    unknown = [n for n in names if n not in KNOBS]
-    if unknown:
-        return f'tune_params {unknown}: each must be one of {", ".join(KNOBS)}'
-    if len(set(names)) != len(names):
-        return 'tune_params lists a knob twice'
-    return ''
-
-
-def _check_topics(topics: list[str]) -> str:
-    bad = [t for t in topics if t and (not t.startswith('/') or ' ' in t)]
-    return f'watch_topics {bad}: give absolute topic names such as /camera_0/image_raw' if bad else ''
-
-
-PARAMS: list[ParamSpec] = [
-    ParamSpec('target_node', '/stream_batcher', 'Fully qualified name of the node whose parameters are tuned '
-              '(through its parameter services).', check=_check_node_name),
-    ParamSpec('latency_budget_ms', 33.0, 'The p99 end-to-end latency budget in milliseconds.', min=0.1,
-              max=1e6),
-    ParamSpec('min_fps', 0.0, 'Minimum pipeline throughput in frames per second (0 = none).', min=0.0,
-              max=1e7),
-    ParamSpec('max_jitter_ms', 0.0, 'Jitter tolerance: the latency standard deviation in ms (0 = ignore); '
-              'needs jitter_field.', min=0.0, max=1e6),
-    ParamSpec('objective', 'throughput', 'What to maximise within the budget: throughput, or latency '
-              '(lowest p99 at min_fps).', choices=('throughput', 'latency')),
-    ParamSpec('advise_only', False, 'Only publish and log the changes it would make; set nothing.'),
-    ParamSpec('control_period_s', 0.25, 'Seconds between checks for a fresh metrics window.', min=0.01,
-              max=60.0),
-    ParamSpec('settle_s', 6.0, 'Seconds after a change before metrics count; at least the monitor window_s '
-              'plus its publish_period_s, so a window holds only the new setting.', min=0.0, max=3600.0),
-    ParamSpec('cooldown_s', 6.0, 'Least seconds between two changes (a revert of a failed probe is exempt).',
-              min=0.0, max=3600.0),
-    ParamSpec('headroom', 0.15, 'Hysteresis: explore for throughput only while p99 < (1 - headroom) x '
-              'budget.', min=0.0, max=0.9),
-    ParamSpec('margin', 0.05, 'A probe is kept only with p99 <= (1 - margin) x budget (<= headroom).',
-              min=0.0, max=0.9),
-    ParamSpec('min_gain', 0.03, 'A change is kept only when it improves the objective (or the overshoot) by '
-              'this fraction.', min=0.0, max=1.0),
-    ParamSpec('confirm_windows', 2, 'Windows in a row over budget before reacting (filters one-off spikes).',
-              min=1, max=100),
-    ParamSpec('tune_params', list(DEFAULT_KNOBS), 'Parameters of the target the tuner may change (add '
-              'num_gpus to let it change how many GPUs the batcher uses, up to max_gpus).',
-              check=_check_knobs),
-    ParamSpec('max_gpus', 1, "Most GPUs the num_gpus knob may use (set as the target's gpu_ids = "
-              "[0 .. n-1]); at most the GPUs of the target's machine (it refuses more).", min=1, max=64),
-    ParamSpec('batch_size_min', 1, 'Lowest max_batch_size to set.', min=1, max=256),
-    ParamSpec('batch_size_max', 64, 'Highest max_batch_size to set.', min=1, max=256),
-    ParamSpec('queue_delay_ms_min', 0.0, 'Lowest max_queue_delay_ms to set.', min=0.0, max=1000.0),
-    ParamSpec('queue_delay_ms_max', 20.0, 'Highest max_queue_delay_ms to set.', min=0.0, max=1000.0),
-    ParamSpec('num_streams_min', 1, 'Fewest num_streams to set.', min=1, max=16),
-    ParamSpec('num_streams_max', 4, 'Most num_streams to set.', min=1, max=16),
-    ParamSpec('queue_depth_min', 1, 'Lowest queue_depth to set.', min=1, max=1000),
-    ParamSpec('queue_depth_max', 1000, 'Highest queue_depth to set.', min=1, max=1000),
-    ParamSpec('cameras', 0, "Cameras feeding the target (sizes queue_depth); 0 = the length of the target's "
-              'camera_topics parameter, when it has one.', min=0, max=1024),
-    ParamSpec('metrics_topic', '/performance_metrics', 'The perf_monitor metrics topic.'),
-    ParamSpec('fps_field', 'pipeline_fps', 'Metrics label holding the pipeline throughput (frames/s).'),
-    ParamSpec('latency_p99_field', 'pipeline_latency_ms_p99', 'Metrics label holding the p99 latency (ms).'),
-    ParamSpec('latency_p50_field', 'pipeline_latency_ms_p50',
-              "Metrics label holding the p50 latency (ms); '' = none."),
-    ParamSpec('jitter_field', '', "Metrics label holding the latency jitter (ms); '' = none."),
-    ParamSpec('gpu_util_field', 'gpu_util_percent_max',
-              "Metrics label holding GPU utilisation (%); '' = none."),
-    ParamSpec('batch_size_field', '', "Metrics label holding the mean batch size, e.g. "
-              "'stages:/stream_batcher/stage_times:batch_size_mean'; '' = none."),
-    ParamSpec('drops_field', '', "Metrics label whose positive value means frames are dropped; '' = none."),
-    ParamSpec('metrics_timeout_s', 10.0, 'Metrics older than this are ignored (and the loop waits).', min=0.1,
-              max=3600.0),
-    ParamSpec('watch_topics', [''], "Topics to watch for QoS events and incompatible pairs; [''] = none.",
-              check=_check_topics),
-    ParamSpec('expected_rate_hz', 30.0, 'Expected rate of the watched topics (0 = unknown); sets the '
-              'requested deadline to 1.5 periods when their publishers offer one.', min=0.0, max=1e6),
-    ParamSpec('graph_check_period_s', 2.0, 'Seconds between QoS compatibility checks of the watched topics.',
-              min=0.1, max=3600.0),
-    ParamSpec('output_config_path', '',
-              "Where to write the tuned parameters (ROS 2 params YAML); '' = nowhere."),
-    ParamSpec('service_timeout_s', 3.0, 'Seconds to wait for the target to answer a parameter request.',
-              min=0.1, max=600.0),
-]
-
-CONTROLLER_PARAMS = {'latency_budget_ms', 'min_fps', 'max_jitter_ms', 'objective', 'settle_s', 'cooldown_s',
-                     'headroom', 'margin', 'min_gain', 'confirm_windows', 'tune_params', 'batch_size_min',
-                     'batch_size_max', 'queue_delay_ms_min', 'queue_delay_ms_max', 'num_streams_min',
-                     'num_streams_max', 'queue_depth_min', 'queue_depth_max', 'max_gpus'}
-
-
-def cross_check(values: dict[str, Any]) -> list[str]:
-    errors = []
-    for low, high in (('batch_size_min', 'batch_size_max'), ('queue_delay_ms_min', 'queue_delay_ms_max'),
-                      ('num_streams_min', 'num_streams_max'), ('queue_depth_min', 'queue_depth_max')):
-        if values[low] > values[high]:
-            errors.append(f'{low}={values[low]} is above {high}={values[high]}')
-    if values['margin'] > values['headroom']:
-        errors.append(f'margin={values["margin"]} must not exceed headroom={values["headroom"]}')
-    return errors
-
-
-def knobs_from(values: dict[str, Any]) -> list[Knob]:
-    """The knobs the tuner may move, within the configured bounds."""
-    v = values
-    table = {
-        'max_batch_size': Knob('max_batch_size', powers_of_two(v['batch_size_min'], v['batch_size_max']),
-                               KnobKind.TRADE),
-        'max_queue_delay_ms': Knob('max_queue_delay_ms',
-                                   ladder(v['queue_delay_ms_min'], v['queue_delay_ms_max']), KnobKind.TRADE),
-        'num_streams': Knob('num_streams', tuple(range(v['num_streams_min'], v['num_streams_max'] + 1)),
-                            KnobKind.TRADE),
-        'queue_depth': Knob('queue_depth', powers_of_two(v['queue_depth_min'], v['queue_depth_max']),
-                            KnobKind.LATENCY),
-        'input_reliability': Knob('input_reliability', ('best_effort', 'reliable'), KnobKind.LATENCY),
-        'num_gpus': Knob('num_gpus', tuple(range(1, v['max_gpus'] + 1)), KnobKind.TRADE),
-    }
-    return [table[name] for name in KNOBS if name in values['tune_params']]
-
-
-def controller_from(values: dict[str, Any], knobs: list[Knob]) -> RealtimeController:
-    req = Requirements(max_latency_ms=values['latency_budget_ms'], min_fps=values['min_fps'],
-                       jitter_tolerance_ms=values['max_jitter_ms'] or None)
-    return RealtimeController(req, knobs, objective=values['objective'], cooldown_s=values['cooldown_s'],
-                              settle_s=values['settle_s'], headroom=values['headroom'],
-                              margin=values['margin'], min_gain=values['min_gain'],
-                              confirm_windows=values['confirm_windows'])
 
 
 class QosTuner(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__('qos_tuner', **kwargs)
+        # declare_params raises StartupError for a refused start-up value (rclpy's range/type checks too).
         self.p = declare_params(self, PARAMS, on_change=self._on_params, extra_check=self._extra_check)
         errors = cross_check(self.p)
         if errors:
-            raise ValueError('invalid start-up parameters: ' + '; '.join(errors))
+            raise StartupError('invalid start-up parameters: ' + '; '.join(errors))
         self._knobs = knobs_from(self.p)
         self._controller = controller_from(self.p, self._knobs)
         self._config: dict[str, Any] | None = None  # the target's knob values, as last read or set
@@ -231,6 +85,7 @@ class QosTuner(Node):
         self.qos_events = QosEventCounter()
         self._incompatible_said: set[tuple[str, str, str]] = set()
         self._watchers: dict[str, Any] = {}
+        self._last_timed_out = False
 
         self._group = MutuallyExclusiveCallbackGroup()
         self.decisions_pub = self.create_publisher(String, '~/decisions', 50)
@@ -244,11 +99,21 @@ class QosTuner(Node):
         self._sync_timer = self.create_timer(1.0, self._sync, callback_group=self._group)
         self._graph_timer = self.create_timer(self.p['graph_check_period_s'], self._graph_check,
                                               callback_group=self._group)
+        self._diagnostics = Updater(self, self.p['diagnostics_period_s'], callback_group=self._group)
+        self._diagnostics.add('tuning', lambda status: tuner_status(status, self.facts()))
         self._sync()
         self.get_logger().info(
             f'tuning {self.p["target_node"]} ({", ".join(k.name for k in self._knobs)}) for p99 <= '
             f'{self.p["latency_budget_ms"]:g} ms, min {self.p["min_fps"]:g} FPS, objective '
             f'{self.p["objective"]}' + (' [advise only]' if self.p['advise_only'] else ''))
+
+    def facts(self) -> TunerFacts:
+        """What the diagnostics status reports, as plain data."""
+        return TunerFacts(target=self.p['target_node'], knobs=tuple(k.name for k in self._knobs),
+                          config=dict(self._config) if self._config is not None else None,
+                          advise_only=bool(self.p['advise_only']), missing=tuple(sorted(self._missing)),
+                          counts=dict(self.counts), incompatible_pairs=len(self._incompatible_said),
+                          last_timed_out=self._last_timed_out)
 
     # -- parameters --------------------------------------------------------------------------------------
     def _extra_check(self, changes: dict[str, Any]) -> list[str]:
@@ -397,6 +262,7 @@ class QosTuner(Node):
             change, sent = self._in_flight
             if now - sent > self.p['service_timeout_s']:
                 self.counts['timeouts'] += 1
+                self._last_timed_out = True
                 self._in_flight = None
                 self._config = None  # unknown whether it applied: read it again
                 self._publish({'action': 'rejected', 'change': change.as_dict(),
@@ -460,6 +326,7 @@ class QosTuner(Node):
             reason = result.reason
         if result is not None and result.successful:
             self.counts['applied'] += 1
+            self._last_timed_out = False
             if self._config is not None:
                 self._config.update(change.new)
             self._controller.applied(time.monotonic(), change)
@@ -546,15 +413,7 @@ class QosTuner(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = QosTuner()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(QosTuner, args)
 
 
 if __name__ == '__main__':

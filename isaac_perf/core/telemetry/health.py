@@ -20,6 +20,7 @@ class Status:
     level: Level = Level.OK
     message: str = ''
     values: dict[str, object] = field(default_factory=dict)
+    hardware_id: str = ''  # '' = the updater's own
 
     def summary(self, level: Level, message: str) -> None:
         """Set the level and message (replacing what was there)."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from isaac_perf.core.tuning.search import Measurement, Value, ladder, powers_of_two
+from isaac_perf.core.tuning.search import Measurement, Value, gpu_ids_for, ladder, powers_of_two
 
 NAN = float('nan')
 
@@ -111,3 +111,50 @@ def batcher_knobs(*, batch: tuple[int, int] = (1, 64), delay_ms: tuple[float, fl
         knobs.append(Knob('input_scale', tuple(float(s) for s in resolution_scale), KnobKind.QUALITY,
                           actuated=False))
     return knobs
+
+
+# ---------------------------------------------------------------------------------- the qos_tuner's knobs
+
+# Knobs the qos_tuner may move on its target (the stream_batcher's parameter names), in table order.
+KNOBS = ('max_batch_size', 'max_queue_delay_ms', 'num_streams', 'queue_depth', 'input_reliability',
+         'num_gpus')
+# num_gpus is opt-in (list it in tune_params): a change reloads the engine on the new GPU set.
+DEFAULT_KNOBS = KNOBS[:-1]
+KNOB_TYPES = {'max_batch_size': int, 'max_queue_delay_ms': float, 'num_streams': int, 'queue_depth': int,
+              'input_reliability': str, 'num_gpus': int}
+# Knobs that are not a parameter of the target themselves: knob -> target parameter.
+# num_gpus n is set as gpu_ids [0 .. n-1]; gpu_ids [-1] (all visible GPUs) reads as max_gpus.
+TARGET_PARAM = {'num_gpus': 'gpu_ids'}
+
+
+def knob_to_target(name: str, value: Any) -> tuple[str, Any]:
+    """The target parameter (name, value) that carries knob `name` = `value`."""
+    if name == 'num_gpus':
+        return 'gpu_ids', gpu_ids_for(int(value))
+    return name, KNOB_TYPES.get(name, type(value))(value)
+
+
+def knob_from_target(name: str, value: Any, max_gpus: int) -> Any:
+    """The knob value a target parameter value means (inverse of `knob_to_target`)."""
+    if name == 'num_gpus':
+        ids = [int(i) for i in value]
+        return max_gpus if not ids or ids == [-1] else len(ids)
+    return value
+
+
+def knobs_from(values: Mapping[str, Any]) -> list[Knob]:
+    """The knobs listed in `tune_params`, within the bounds of the qos_tuner parameters `values`."""
+    v = values
+    table = {
+        'max_batch_size': Knob('max_batch_size', powers_of_two(v['batch_size_min'], v['batch_size_max']),
+                               KnobKind.TRADE),
+        'max_queue_delay_ms': Knob('max_queue_delay_ms',
+                                   ladder(v['queue_delay_ms_min'], v['queue_delay_ms_max']), KnobKind.TRADE),
+        'num_streams': Knob('num_streams', tuple(range(v['num_streams_min'], v['num_streams_max'] + 1)),
+                            KnobKind.TRADE),
+        'queue_depth': Knob('queue_depth', powers_of_two(v['queue_depth_min'], v['queue_depth_max']),
+                            KnobKind.LATENCY),
+        'input_reliability': Knob('input_reliability', ('best_effort', 'reliable'), KnobKind.LATENCY),
+        'num_gpus': Knob('num_gpus', tuple(range(1, v['max_gpus'] + 1)), KnobKind.TRADE),
+    }
+    return [table[name] for name in KNOBS if name in values['tune_params']]

@@ -1,0 +1,73 @@
+"""The pipeline graphs (nodes, parameters, topic wiring) that launch files and `isaac-perf run` share."""
+from isaac_perf.core import pipeline_graph as graph
+from isaac_perf.core.paths import config_file
+
+
+def test_topic_rules():
+    assert graph.camera_topics({'camera_topics': [''], 'topic_pattern': '/cam{i}', 'camera_count': 2}) == \
+        ['/cam0', '/cam1']
+    assert graph.camera_topics({'camera_topics': ['/a', ''], 'topic_pattern': 'x', 'camera_count': 5}) == \
+        ['/a']
+    assert graph.output_topics({'input_topics': ['/a/', '/b'], 'output_topic': ''}) == \
+        ['/a/detections', '/b/detections']
+    assert graph.output_topics({'input_topics': ['/a', '/b'], 'output_topic': '/r{i}'}) == ['/r0', '/r1']
+
+
+def test_coerce_follows_the_reference_types():
+    out = graph.coerce({'rate_hz': 30, 'rates': [1, 2], 'count': 3, 'flag': True, 'other': 1},
+                       {'rate_hz': 1.0, 'rates': [0.0], 'count': 1, 'flag': 1.0})
+    assert out == {'rate_hz': 30.0, 'rates': [1.0, 2.0], 'count': 3, 'flag': True, 'other': 1}
+    assert isinstance(out['rate_hz'], float) and isinstance(out['count'], int)
+
+
+def test_pipeline_nodes_carry_the_wired_parameters(tmp_path):
+    custom = tmp_path / 'p.yaml'
+    custom.write_text('image_source:\n  ros__parameters:\n    camera_count: 2\n    rate_hz: 20\n'
+                      'perf_monitor:\n  ros__parameters:\n    watched_topics: [/extra]\n')
+    params = graph.pipeline_params(custom)
+    assert params['image_source']['rate_hz'] == 20.0 and isinstance(params['image_source']['rate_hz'], float)
+    assert params['inference_node']['input_topics'] == ['/camera_0/image_raw', '/camera_1/image_raw']
+    assert params['perf_monitor']['watched_topics'][-1] == '/extra'
+    assert params['perf_monitor']['expected_rates_hz'] == [20.0, 20.0, 0.0, 0.0, 0.0]
+    nodes = graph.pipeline_nodes(params)
+    assert [n.executable for n in nodes] == ['inference_node', 'image_source', 'perf_monitor']
+    assert nodes[2].parameters == (params['perf_monitor'],)
+    assert [n.name for n in graph.pipeline_nodes(params, use_monitor=False)] == ['inference_node',
+                                                                                'image_source']
+
+
+def test_batcher_graph_subscribes_exactly_the_launched_cameras():
+    batcher_file = str(config_file('stream_batcher.yaml'))
+    nodes = graph.batcher_nodes(3, 15, 320, 240, batcher_file, str(config_file('perf_monitor.yaml')),
+                                {'max_batch_size': 4})
+    source, batcher, monitor = nodes
+    topics = [f'/camera_{i}/image_raw' for i in range(3)]
+    assert source.parameters[0]['camera_count'] == 3 and source.parameters[0]['rate_hz'] == 15.0
+    assert batcher.parameters == (batcher_file, {'camera_topics': topics, 'max_batch_size': 4})
+    assert monitor.parameters[1]['watched_topics'] == topics + [f'{t}/detections' for t in topics]
+    assert monitor.parameters[1]['expected_rates_hz'] == [15.0]
+    try:
+        graph.batcher_nodes(0, 15, 320, 240, batcher_file, '', {})
+    except ValueError as exc:
+        assert 'at least one camera' in str(exc)
+    else:
+        raise AssertionError('0 cameras must be refused')
+
+
+def test_tuned_graph_applies_a_tuned_file_last_and_only_when_it_exists(tmp_path):
+    pipeline, tuner = str(config_file('pipeline.yaml')), str(config_file('qos_tuner.yaml'))
+    missing = str(tmp_path / 'none.yaml')
+    nodes = graph.tuned_pipeline_nodes(2, 30.0, pipeline, tuner, missing, {'latency_budget_ms': 50.0})
+    assert [n.name for n in nodes] == ['image_source', 'stream_batcher', 'perf_monitor', 'qos_tuner']
+    cameras = ['/camera_0/image_raw', '/camera_1/image_raw']
+    assert nodes[1].parameters == (pipeline, {'camera_topics': cameras})
+    tuned = tmp_path / 'tuned.yaml'
+    tuned.write_text('/stream_batcher:\n  ros__parameters:\n    max_batch_size: 4\n')
+    nodes = graph.tuned_pipeline_nodes(2, 30.0, pipeline, tuner, str(tuned), {})
+    assert nodes[1].parameters[-1] == str(tuned)
+    tuner_params = nodes[3].parameters[1]
+    assert tuner_params['target_node'] == '/stream_batcher' and tuner_params['cameras'] == 2
+    assert tuner_params['watch_topics'] == ['/camera_0/image_raw', '/camera_1/image_raw']
+    # settle >= the monitor's window + publish period, so a step only sees windows of its own setting
+    monitor = nodes[2].parameters[1]
+    assert tuner_params['settle_s'] >= monitor['window_s'] + monitor['publish_period_s']
