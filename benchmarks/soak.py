@@ -60,7 +60,8 @@ def main() -> int:
     def start(name: str, cmd: list[str]) -> subprocess.Popen:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
-        threading.Thread(target=lambda: [logs[name].append(line) for line in proc.stdout], daemon=True).start()
+        threading.Thread(target=lambda: [logs[name].append(line) for line in proc.stdout],
+                         daemon=True).start()
         return proc
 
     rclpy.init()

@@ -66,6 +66,11 @@ class LogLimiter:
             self._last.pop(key, None)
             self._held.pop(key, None)
 
+    def said(self, key: str) -> bool:
+        """True when a line for `key` went out (and was not cleared since)."""
+        with self._lock:
+            return key in self._last
+
     def suppressed(self, key: str) -> int:
         with self._lock:
             return self._held.get(key, 0)

@@ -1,0 +1,163 @@
+"""Faults and bad input on the real nodes, over real DDS: each refusal carries its reason through the
+set_parameters service and the node still answers afterwards; each node stopped by SIGINT to its
+process group (a terminal's Ctrl-C, then launch's) exits 0 within 5 s with no traceback or error line."""
+import signal
+
+import pytest
+from procs import PY, NodeProcess
+
+rclpy = pytest.importorskip('rclpy')
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
+from std_msgs.msg import Float32MultiArray, MultiArrayDimension  # noqa: E402
+
+from isaac_perf.nodes.image_source import ImageSource  # noqa: E402
+from isaac_perf.nodes.inference import InferenceNode  # noqa: E402
+from isaac_perf.nodes.perf_monitor import PerfMonitor  # noqa: E402
+from isaac_perf.nodes.qos_tuner import QosTuner  # noqa: E402
+from isaac_perf.nodes.stream_batcher import StreamBatcher  # noqa: E402
+
+
+class Graph:
+    """The node under test and a probe that talks to it through its parameter services."""
+
+    def __init__(self, context, node):
+        self.node = node
+        self.probe = rclpy.create_node('fault_probe', context=context)
+        self.executor = MultiThreadedExecutor(num_threads=2, context=context)
+        self.executor.add_node(node)
+        self.executor.add_node(self.probe)
+        self.client = AsyncParameterClient(self.probe, node.get_fully_qualified_name())
+
+    def set(self, spin, name, value):
+        assert spin(self.executor, self.client.services_are_ready, 20.0)
+        future = self.client.set_parameters([Parameter(name, value=value)])
+        assert spin(self.executor, future.done, 20.0), 'the set request never answered'
+        return future.result().results[0]
+
+    def answers(self, spin) -> bool:
+        future = self.client.list_parameters([], 1)
+        return spin(self.executor, future.done, 20.0) and len(future.result().result.names) > 0
+
+    def close(self):
+        self.executor.shutdown()
+        self.probe.destroy_node()
+        self.node.destroy_node()
+
+
+def build(factory, context, **params):
+    return factory(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+
+
+TOPIC_REFUSALS = [
+    (InferenceNode, {}, 'input_topics', ['#']),
+    (InferenceNode, {}, 'input_topics', ['/' + 'a' * 300]),
+    (InferenceNode, {}, 'output_topic', 'a b/{i}'),
+    (ImageSource, {}, 'camera_topics', ['/cam//0']),
+    (ImageSource, {}, 'topic_pattern', '/camera_{i}/#'),
+    (StreamBatcher, {'device': 'cpu'}, 'camera_topics', ['/a', '1b']),
+    (StreamBatcher, {'device': 'cpu'}, 'output_suffix', 'det ections'),
+    (PerfMonitor, {}, 'watched_topics', ['/ok', '#']),
+    (QosTuner, {}, 'metrics_topic', '/metrics/'),
+]
+
+
+@pytest.mark.parametrize(('factory', 'base', 'name', 'value'), TOPIC_REFUSALS,
+                         ids=[f'{f.__name__}-{n}-{i}' for i, (f, _, n, _) in enumerate(TOPIC_REFUSALS)])
+def test_invalid_topic_name_refused_with_reason_and_node_lives(ros_context, spin, factory, base, name, value):
+    graph = Graph(ros_context, build(factory, ros_context, **base))
+    try:
+        result = graph.set(spin, name, value)
+        assert not result.successful
+        assert f'{name} ' in result.reason and 'is not a valid ROS topic name' in result.reason, result.reason
+        assert graph.answers(spin)
+        assert graph.node.get_parameter(name).value != value  # the old value stays
+    finally:
+        graph.close()
+
+
+def test_invalid_topic_at_start_up_is_one_line_exit_2():
+    proc = NodeProcess([PY, '-m', 'isaac_perf.nodes.inference', '--ros-args', '-p', 'output_topic:=a b'])
+    code = proc.wait(60)
+    lines = [line for line in ''.join(proc.stderr).splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "output_topic 'a b' is not a valid ROS topic name" in lines[0], \
+        proc.output
+    assert 'Traceback' not in proc.output
+
+
+def _metrics(labels, values):
+    msg = Float32MultiArray()
+    msg.layout.dim = [MultiArrayDimension(label=label, size=1, stride=1) for label in labels]
+    msg.data = [float(v) for v in values]
+    return msg
+
+
+def test_tuner_before_its_target_logs_at_mixed_severities_and_lives(ros_context, spin, capfd):
+    """Item 1: an info line ('waiting for the target') then warnings from the same helper killed the
+    tuner with 'Logger severity cannot be changed between calls'."""
+    tuner = build(QosTuner, ros_context, target_node='/not_started_yet', control_period_s=0.05,
+                  metrics_topic='/fault_metrics')
+    graph = Graph(ros_context, tuner)
+    pub = graph.probe.create_publisher(Float32MultiArray, '/fault_metrics', 10)
+    try:
+        graph.probe.create_timer(0.05, lambda: pub.publish(_metrics(['nothing_useful'], [1.0])))
+        graph.probe.create_timer(0.05, lambda: pub.publish(_metrics(['a', 'b'], [1.0])))  # malformed
+        assert spin(graph.executor, lambda: tuner.counts['malformed_metrics'] >= 2, 10.0)
+        assert tuner._log.said('wait-target')
+        assert graph.answers(spin)
+        err = capfd.readouterr().err
+        assert 'waiting for /not_started_yet/get_parameters' in err
+        assert 'severity cannot be changed' not in err
+    finally:
+        graph.close()
+
+
+@pytest.mark.parametrize(('requested', 'words'), [
+    ('../evil.yaml', 'contains ".."'),
+    ('/etc/isaac_perf_evil.yaml', 'is outside the output folder'),
+    ('notes.yaml', 'exists and was not written by isaac_perf'),
+    ('no/such/dir/t.yaml', 'does not exist'),
+])
+def test_tuner_output_path_confined(ros_context, spin, tmp_path, requested, words):
+    """Item 7: anyone on the graph could make the tuner create folders, follow .. and replace files."""
+    (tmp_path / 'notes.yaml').write_text('somebody else\'s file\n')
+    graph = Graph(ros_context, build(QosTuner, ros_context, target_node='/x', output_dir=str(tmp_path)))
+    try:
+        result = graph.set(spin, 'output_config_path', requested)
+        assert not result.successful and words in result.reason, result.reason
+        assert graph.answers(spin)
+        assert (tmp_path / 'notes.yaml').read_text() == 'somebody else\'s file\n'
+        ok = graph.set(spin, 'output_config_path', 'tuned.yaml')
+        assert ok.successful, ok.reason
+        refused = graph.set(spin, 'output_dir', '/')  # read-only: set at start-up only
+        assert not refused.successful
+    finally:
+        graph.close()
+
+
+NODES = [
+    ('image_source', ['-p', 'rate_hz:=30.0', '-p', 'width:=160', '-p', 'height:=120'], 'publishing'),
+    ('inference', ['-p', 'model:=detector', '-p', 'backend:=onnxruntime', '-p', 'device:=cpu'],
+     'engine ready'),
+    ('stream_batcher', ['-p', 'device:=cpu', '-p', 'model:=detector', '-p', 'backend:=onnxruntime'],
+     'engine ready'),
+    ('perf_monitor', ['-p', 'watched_topics:=["/camera_0/image_raw"]'], 'watching'),
+    ('qos_tuner', ['-p', 'target_node:=/nobody'], 'waiting for /nobody'),
+]
+
+
+@pytest.mark.parametrize(('module', 'args', 'ready'), NODES, ids=[n[0] for n in NODES])
+def test_each_node_stops_cleanly_on_group_sigint(module, args, ready):
+    """Item 2: Ctrl-C to the process group (then launch's forwarded SIGINT) used to print tracebacks,
+    'publisher's context is invalid', and exit -6 from inference_node."""
+    proc = NodeProcess([PY, '-m', f'isaac_perf.nodes.{module}', '--ros-args', *args])
+    try:
+        assert proc.wait_for(ready, 240), proc.output[-3000:]
+        proc.signal_group(signal.SIGINT, signal.SIGINT, gap_s=0.05)
+        code = proc.wait(30)
+        assert code == 0, f'exit {code}\n{proc.output[-3000:]}'
+        assert proc.stop_seconds < 5.0, proc.stop_seconds
+        assert proc.bad_lines() == [], proc.output[-3000:]
+    finally:
+        proc.kill()
