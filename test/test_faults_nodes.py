@@ -161,3 +161,71 @@ def test_each_node_stops_cleanly_on_group_sigint(module, args, ready):
         assert proc.bad_lines() == [], proc.output[-3000:]
     finally:
         proc.kill()
+
+
+def test_monitor_counts_future_stamps_keeps_them_out_of_latency_and_warns(ros_context, spin):
+    """Item 4: a stamp 1 h ahead gave latency -3.6e6 ms at level OK."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import Image
+    monitor = build(PerfMonitor, ros_context, watched_topics=['/fault_cam'], publish_period_s=0.2)
+    graph = Graph(ros_context, monitor)
+    pub = graph.probe.create_publisher(Image, '/fault_cam', 10)
+    seen = {}
+
+    def on_diag(msg):
+        for status in msg.status:
+            if status.name == '/fault_cam':
+                level = status.level[0] if isinstance(status.level, bytes) else int(status.level)
+                seen['status'] = (level, status.message, {kv.key: kv.value for kv in status.values})
+
+    graph.probe.create_subscription(DiagnosticArray, '/diagnostics', on_diag, 10)
+
+    def send():
+        msg = Image(height=1, width=1, encoding='mono8', step=1, data=b'\x00')
+        now = graph.probe.get_clock().now().nanoseconds + 3600 * 10**9
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(now, 10**9)
+        pub.publish(msg)
+
+    graph.probe.create_timer(0.02, send)
+    try:
+        def warned():
+            status = seen.get('status')
+            return status is not None and int(status[2].get('bad_stamp_future', 0)) >= 10 and status[0] == 1
+        assert spin(graph.executor, warned, 20.0), seen
+        level, message, values = seen['status']
+        assert 'header stamps unusable (future' in message
+        assert values['latency_ms_p50'] in ('nan', 'N/A'), values  # no latency from a lying stamp
+        assert not values['current_delay_from_realtime_ms'].startswith('-')
+        assert graph.answers(spin)
+    finally:
+        graph.close()
+
+
+def test_burst_every_frame_accounted(ros_context, spin, tmp_path):
+    """Item 5: 300 frames back to back, most lost before the node saw them and counted nowhere. Now:
+    published = received + lost before receipt (sequence gaps), received = processed + dropped + pending."""
+    from sensor_msgs.msg import Image
+    from test_inference_node import tiny_classifier
+
+    from isaac_perf.ros.qos import qos_from_name
+    model = tiny_classifier(tmp_path / 'tiny.onnx')
+    node = build(InferenceNode, ros_context, input_topics=['/fault_burst'], model='',
+                 model_file_path=str(model), backend='onnxruntime', device='cpu', warmup_iterations=0,
+                 input_qos='best_effort,depth=2', queue_depth=2)
+    graph = Graph(ros_context, node)
+    pub = graph.probe.create_publisher(Image, '/fault_burst', qos_from_name('best_effort', 2))
+    msg = Image(height=24, width=32, encoding='rgb8', step=96, data=bytes(24 * 32 * 3))
+    try:
+        assert spin(graph.executor, lambda: node.engine_ready.is_set() and pub.get_subscription_count(), 60)
+        pub.publish(msg)
+        assert spin(graph.executor, lambda: node.frames_received >= 1, 10)  # the publisher's first frame
+        for _ in range(300):
+            pub.publish(msg)
+        assert spin(graph.executor, lambda: node.frames_received + node.transport_gaps.dropped == 301, 20), \
+            (node.frames_received, node.transport_gaps.dropped)
+        assert spin(graph.executor,
+                    lambda: node.frames_processed + node.drops.total == node.frames_received, 20)
+        assert node.transport_gaps.dropped > 0  # the burst really overflowed a depth-2 history
+        assert graph.answers(spin)
+    finally:
+        graph.close()

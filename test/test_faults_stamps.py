@@ -99,3 +99,39 @@ def test_duplicates_and_late_arrivals():
 ])
 def test_stamp_gap_drops_guarded(prev, cur, expected):
     assert stamp_gap_drops(prev, cur, 100_000_000) == expected
+
+
+def test_stream_stats_keep_bad_stamps_out_of_latency_and_drops():
+    from isaac_perf.core.telemetry.stats import StreamStats
+    stats = StreamStats(window_s=100.0, expected_rate_hz=10.0)
+    t = NOW
+    for _ in range(20):
+        t += 100_000_000
+        stats.record(t, 10, t - 5_000_000)  # 5 ms old
+    stats.record(t + 100_000_000, 10, t + 3600 * S)  # 1 h in the future
+    stats.record(t + 200_000_000, 10, 1)  # zero-ish stamp
+    stats.record(t + 300_000_000, 10, t + 1000 * S)  # a +1000 s jump: was 10000 dropped frames
+    snap = stats.snapshot(t + 300_000_000)
+    assert snap.latency_ms.max == pytest.approx(5.0) and snap.latency_ms.min >= 0
+    assert snap.bad_stamps == {'bad_stamp_future': 2, 'bad_stamp_zero': 0, 'bad_stamp_far_past': 1}
+    assert snap.drops == 0
+
+
+def test_stream_stats_sequence_restart_is_not_a_drop():
+    from isaac_perf.core.telemetry.stats import StreamStats
+    stats = StreamStats(window_s=100.0)
+    for seq in (1, 2, 3, 5, 1_000_000, 1, 2):
+        stats.record(NOW + seq, 10, None, seq=seq, source='pub')
+    snap = stats.snapshot(NOW + 10)
+    assert snap.drops == 1 and snap.sequence_resets == 2
+
+
+def test_stage_stats_latency_never_negative_and_bad_stamps_counted():
+    from isaac_perf.core.telemetry.stats import StageStats
+    stages = StageStats(window_s=100.0)
+    stages.record(NOW, NOW + 3600 * S, 1, {'infer': 1.0})  # skewed source: was a negative latency
+    stages.record(NOW, NOW - 10_000_000, 1, {'infer': 1.0})
+    stages.record(NOW, 0, 1, {'infer': 1.0})  # 0 = unknown stamp, by the report format
+    snap = stages.snapshot(NOW)
+    assert snap.latency_ms.min == pytest.approx(10.0) and snap.latency_ms.max == pytest.approx(10.0)
+    assert snap.bad_stamps['bad_stamp_future'] == 1 and snap.bad_stamps['bad_stamp_zero'] == 0

@@ -29,12 +29,12 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Image
@@ -61,6 +61,7 @@ from isaac_perf.core.params import ParamSpec
 from isaac_perf.core.pipeline_graph import output_topics
 from isaac_perf.core.telemetry import stage_times
 from isaac_perf.core.telemetry.health import Status
+from isaac_perf.core.telemetry.stamps import PublisherGaps
 from isaac_perf.ros.conversions import (
     check_model_image,
     image_to_numpy,
@@ -168,6 +169,12 @@ class InferenceNode(Node):
         self.frames_received = 0
         self.frames_processed = 0
         self.results_published = 0
+        # Frames that never reached this node: gaps in each publisher's sequence numbers (DDS history
+        # overwritten, network loss) and the middleware's message-lost event. Frames that did reach it
+        # are processed, dropped by cause, or pending (queued or in the engine): every one is counted.
+        self.transport_gaps = PublisherGaps()
+        self.lost_in_middleware = 0
+        self.message_lost_event = 'subscribed'
         self.batches = 0
         self.drops = DropCounter()
         self.engine_ready = threading.Event()
@@ -212,18 +219,34 @@ class InferenceNode(Node):
             in_qos = qos_from_name(v['input_qos'])
             out_qos = qos_from_name(v['output_qos'])
             self._queues = [deque(maxlen=v['queue_depth']) for _ in self.input_topics]
-            self._subscriptions = [
-                self.create_subscription(Image, topic, self._make_callback(i), in_qos,
-                                         callback_group=self._input_group)
-                for i, topic in enumerate(self.input_topics)]
+            self._subscriptions = [self._subscribe(i, topic, in_qos)
+                                   for i, topic in enumerate(self.input_topics)]
             self._result_publishers = [self.create_publisher(Float32MultiArray, topic, out_qos)
                                        for topic in self.output_topics]
             self._stage_publisher = self.create_publisher(Float64MultiArray, '~/stage_times', out_qos)
 
-    def _make_callback(self, index: int) -> Callable[[Image], None]:
-        def on_image(msg: Image) -> None:
+    def _subscribe(self, index: int, topic: str, qos: Any) -> Any:
+        """An image subscription that also reports what the middleware lost: the message-lost event where
+        the RMW offers it, and gaps in each publisher's sequence numbers (message info) always."""
+        def on_image(msg: Image, info: Any) -> None:
+            gid = info.get('publisher_gid') if isinstance(info, dict) else None
+            key = (index, bytes(gid['data']) if isinstance(gid, dict) and 'data' in gid else None)
+            seq = info.get('publication_sequence_number') if isinstance(info, dict) else None
+            with self._lock:
+                self.transport_gaps.observe(key, seq)
             self._on_image(msg, index)
-        return on_image
+
+        def on_lost(event: Any) -> None:
+            with self._lock:
+                self.lost_in_middleware += int(getattr(event, 'total_count_change', 0))
+
+        try:
+            return self.create_subscription(
+                Image, topic, on_image, qos, callback_group=self._input_group,
+                event_callbacks=SubscriptionEventCallbacks(message_lost=on_lost))
+        except UnsupportedEventTypeError:
+            self.message_lost_event = 'not offered by this middleware'
+            return self.create_subscription(Image, topic, on_image, qos, callback_group=self._input_group)
 
     def _on_change(self, changes: dict[str, Any]) -> None:
         self._values.update(changes)
@@ -429,6 +452,11 @@ class InferenceNode(Node):
                 'results_published': self.results_published, 'batches': self.batches,
                 'total_dropped_frames': self.drops.total,
                 **{f'dropped_{k}': v for k, v in self.drops.by_reason.items()},
+                'frames_pending': self.frames_received - self.frames_processed - self.drops.total,
+                'frames_lost_before_receipt': self.transport_gaps.dropped,
+                'frames_lost_middleware_event': self.lost_in_middleware,
+                'publisher_restarts': self.transport_gaps.resets,
+                'message_lost_event': self.message_lost_event,
             })
             drops = dict(self.drops.by_reason)
         engine = self._engine

@@ -178,8 +178,11 @@ class PerfMonitor(Node):
         self._gpu_samples: list[GpuSample] = []
         self._sys_sample: SystemSample | None = None
         # Polled watches live on a helper node that no executor spins (see topic_watch).
+        # use_global_arguments=False: under launch `-r __node:=perf_monitor` renames every node of the
+        # process, so the helper showed up as a second /perf_monitor in `ros2 node list`.
         self._watch_node = Node(f'{self.get_name()}_watch', namespace=self.get_namespace(),
-                                context=self.context, start_parameter_services=False, enable_rosout=False)
+                                context=self.context, start_parameter_services=False, enable_rosout=False,
+                                use_global_arguments=False)
         self.watches: dict[str, TopicWatch] = {}
         self.stages: dict[str, StageStats] = {}
         self._stage_subs: dict[str, Any] = {}
@@ -368,7 +371,7 @@ class PerfMonitor(Node):
         for topic, watch in self.watches.items():
             snap = watch.stats.snapshot(now)
             publishers = watch.publisher_count()
-            level, message = self.policy.topic_status(topic, snap, now, publishers)
+            level, message = fields.stamp_level(*self.policy.topic_status(topic, snap, now, publishers), snap)
             stale_count += level == Level.STALE
             blocks.append(metrics.Block('topic', topic, fields.topic_metrics(snap, level)))
             statuses.append(Status(topic, level, message, fields.topic_diagnostics(
@@ -380,7 +383,7 @@ class PerfMonitor(Node):
         live = []
         for topic in sorted(self.stages):
             snap = self.stages[topic].snapshot(now)
-            level, message = self.policy.stage_status(topic, snap, now)
+            level, message = fields.stamp_level(*self.policy.stage_status(topic, snap, now), snap)
             if level != Level.STALE:
                 live.append(snap)
             blocks.append(metrics.Block('stages', topic, fields.stage_metrics(snap, level),

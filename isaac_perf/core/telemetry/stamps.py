@@ -160,12 +160,42 @@ class SequenceGaps:
         return GapResult(dropped=step - 1)
 
 
+def gap_drops(gap_ns: float, period_ns: float, max_missing: int = 100) -> int:
+    """Messages missing in a gap of `gap_ns` at one every `period_ns` (1.5 periods absorb jitter), or 0
+    when the gap is not a believable loss (negative, or over `max_missing` periods: a jump or a pause)."""
+    if period_ns <= 0 or gap_ns <= 1.5 * period_ns:
+        return 0
+    missing = round(gap_ns / period_ns) - 1
+    return missing if 0 < missing <= max_missing else 0
+
+
 def stamp_gap_drops(prev_stamp_ns: int, stamp_ns: int, period_ns: int, max_missing: int = 100) -> int:
-    """Frames missing between two stamps of a source publishing every `period_ns`, or 0 when the gap is
-    not a believable loss (stamps going back, or more than `max_missing` periods: a clock jump or pause)."""
-    if period_ns <= 0 or prev_stamp_ns <= 0 or stamp_ns <= prev_stamp_ns:
+    """Frames missing between two stamps of a source publishing every `period_ns` (see gap_drops); 0 for
+    an unknown previous stamp or stamps going back."""
+    if prev_stamp_ns <= 0 or stamp_ns <= prev_stamp_ns:
         return 0
-    missing = round((stamp_ns - prev_stamp_ns) / period_ns) - 1
-    if missing <= 0 or missing > max_missing:
-        return 0
-    return missing
+    return gap_drops(stamp_ns - prev_stamp_ns, period_ns, max_missing)
+
+
+class PublisherGaps:
+    """`SequenceGaps` per publisher (sequence numbers are per publisher), at most `max_sources` kept."""
+
+    def __init__(self, max_sources: int = 64, max_gap: int = 1000) -> None:
+        self._gaps: dict[object, SequenceGaps] = {}
+        self._max_sources = max_sources
+        self._max_gap = max_gap
+        self.dropped = 0
+        self.resets = 0
+
+    def observe(self, source: object, seq: int | None) -> GapResult:
+        if seq is None:
+            return GapResult()
+        gaps = self._gaps.get(source)
+        if gaps is None:
+            if len(self._gaps) >= self._max_sources:
+                self._gaps.clear()  # bound memory; costs at most one missed gap per publisher
+            gaps = self._gaps[source] = SequenceGaps(self._max_gap)
+        result = gaps.observe(seq)
+        self.dropped += result.dropped
+        self.resets += result.reset
+        return result
