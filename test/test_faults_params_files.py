@@ -98,3 +98,25 @@ def test_unknown_key_in_params_file_is_warned_and_the_node_runs(tmp_path):
         assert proc.proc.poll() is None  # still running
     finally:
         proc.kill()
+
+
+@pytest.mark.parametrize(('text', 'words'), [
+    ('inference_node:\n  ros__parameters: 5\n', 'inference_node.ros__parameters is an int (5)'),
+    ('inference_node: [\n', 'is not valid YAML'),
+])
+def test_isaac_perf_run_refuses_a_bad_config_in_one_line(tmp_path, capsys, text, words):
+    from isaac_perf import cli
+    path = tmp_path / 'bad.yaml'
+    path.write_text(text)
+    assert cli.main(['run', '--config', str(path), '--quiet']) == 2
+    err = capsys.readouterr().err
+    assert words in err and 'Traceback' not in err, err
+
+
+def test_isaac_perf_run_warns_of_unknown_keys(tmp_path, capsys):
+    from isaac_perf import cli
+    path = tmp_path / 'typo.yaml'
+    path.write_text('image_source:\n  ros__parameters:\n    camera_count: 1000\n    rate_hzz: 5.0\n')
+    assert cli.main(['run', '--config', str(path), '--quiet']) == 2  # camera_count refused first
+    err = capsys.readouterr().err
+    assert "image_source does not declare 'rate_hzz' (did you mean 'rate_hz'?)" in err, err

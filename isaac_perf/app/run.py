@@ -439,6 +439,12 @@ def node_param_errors(params: Mapping[str, Mapping[str, Any]]) -> list[str]:
         tables['perf_monitor'] = perf_monitor.PARAMS
     except ImportError:
         pass
+    from isaac_perf.core.params_yaml import unknown_names
+    for node, specs in tables.items():
+        unknown = unknown_names(params.get(node, {}), [s.name for s in specs] + ['use_sim_time'])
+        if unknown:
+            print(f'isaac-perf run: warning: {node} does not declare {", ".join(unknown)}: ignored',
+                  file=sys.stderr)
     return [f'{node}: {message}' for node, specs in tables.items()
             for message in validate_all(specs, dict(params.get(node, {})))]
 
