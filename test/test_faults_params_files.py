@@ -120,3 +120,12 @@ def test_isaac_perf_run_warns_of_unknown_keys(tmp_path, capsys):
     assert cli.main(['run', '--config', str(path), '--quiet']) == 2  # camera_count refused first
     err = capsys.readouterr().err
     assert "image_source does not declare 'rate_hzz' (did you mean 'rate_hz'?)" in err, err
+
+
+def test_launch_ros_temporary_params_files_are_read(tmp_path):
+    """launch_ros writes list parameters as !!python/tuple; rcl reads them, so must we (found under the
+    real ros2 launch: every node refused its params file)."""
+    path = tmp_path / 'launch_params_x'
+    path.write_text("/**:\n  ros__parameters:\n    camera_topics: !!python/tuple\n    - /camera_0/image_raw\n"
+                    "    rate_hz: 5.0\n")
+    assert read_params_file(path) == {'/**': {'camera_topics': ['/camera_0/image_raw'], 'rate_hz': 5.0}}

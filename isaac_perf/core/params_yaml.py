@@ -43,7 +43,7 @@ def read_params_file(path: str | Path) -> dict[str, dict[str, Any]]:
     if '\x00' in text:
         raise ParamsFileError(f'params file {path} is not text (contains NUL bytes): {FORMAT_HINT}')
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_loader())  # noqa: S506 - a SafeLoader subclass (see _loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, 'problem_mark', None)
         where = f' at line {mark.line + 1}, column {mark.column + 1}' if mark is not None else ''
@@ -58,6 +58,28 @@ def read_params_file(path: str | Path) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     _walk_nodes(path, data, '', out)
     return out
+
+
+def _loader() -> type:
+    """PyYAML's SafeLoader, reading any tag as the plain YAML value under it, as rcl does: launch_ros
+    writes its temporary params files with `!!python/tuple` lists, which safe_load refuses."""
+    import yaml
+
+    class TagBlindLoader(yaml.SafeLoader):
+        pass
+
+    def plain(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+        if isinstance(node, yaml.SequenceNode):
+            return loader.construct_sequence(node, deep=True)
+        if isinstance(node, yaml.MappingNode):
+            return loader.construct_mapping(node, deep=True)
+        node = yaml.ScalarNode(loader.resolve(yaml.ScalarNode, node.value, (True, False)), node.value,
+                               node.start_mark, node.end_mark, node.style)
+        return loader.construct_object(node)
+
+    TagBlindLoader.add_multi_constructor('tag:yaml.org,2002:python/', plain)
+    TagBlindLoader.add_multi_constructor('!', plain)
+    return TagBlindLoader
 
 
 def _walk_nodes(path: Path, data: dict[Any, Any], prefix: str, out: dict[str, dict[str, Any]]) -> None:
