@@ -229,3 +229,34 @@ def test_burst_every_frame_accounted(ros_context, spin, tmp_path):
         assert graph.answers(spin)
     finally:
         graph.close()
+
+
+def test_out_of_memory_at_load_is_reported_and_retried(ros_context, spin, tmp_path, monkeypatch):
+    """Item 8: a MemoryError while loading left the node at 'loading the engine' forever. The memory
+    failure is injected (a real out-of-memory cannot be produced reliably on a shared box); the engine,
+    the retry and the recovery are real."""
+    from test_inference_node import tiny_classifier
+
+    from isaac_perf.core.inference.engines import factory
+    real = factory.create_engine
+    calls = []
+
+    def first_call_out_of_memory(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise MemoryError
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(factory, 'create_engine', first_call_out_of_memory)
+    node = build(InferenceNode, ros_context, input_topics=['/fault_oom'], model='', backend='onnxruntime',
+                 model_file_path=str(tiny_classifier(tmp_path / 'tiny.onnx')), device='cpu',
+                 warmup_iterations=0)
+    graph = Graph(ros_context, node)
+    try:
+        assert spin(graph.executor, lambda: 'out of memory while loading the model; retrying in 2 s'
+                    in node.engine_error, 20), node.engine_error
+        assert graph.answers(spin)
+        assert spin(graph.executor, node.engine_ready.is_set, 30), node.engine_error
+        assert node.engine_error == '' and len(calls) == 2
+    finally:
+        graph.close()

@@ -185,6 +185,8 @@ class InferenceNode(Node):
         self._stage_sum = dict.fromkeys(STAGES, 0.0)
         self._stage_count = 0
         self._reload_pending = True
+        self._retry_at = 0.0  # monotonic time of the next load attempt after an out-of-memory failure
+        self._load_retry_s = 0.0
         self._queues: list[deque[_Pending]] = []
         self._subscriptions: list[Any] = []
         self._result_publishers: list[Any] = []
@@ -308,11 +310,21 @@ class InferenceNode(Node):
             except BaseException:
                 engine.close()
                 raise
+        except MemoryError:
+            # Out of memory while loading: often transient (another process's peak). Say so, and retry
+            # with a growing delay instead of sitting at 'loading the engine' forever.
+            delay = self._load_retry_s = min(60.0, max(2.0, 2 * self._load_retry_s))
+            self._retry_at = time.monotonic() + delay
+            self.engine_error = (f'out of memory while loading the model; retrying in {delay:g} s '
+                                 '(free memory, or lower max_batch_size / use a smaller model)')
+            self._report_error('engine_load', f'cannot load the model: {self.engine_error}')
+            return
         except (EngineError, OSError, ValueError, RuntimeError, ImportError) as exc:
             # A missing/corrupt model, an engine for another GPU, tensor names that do not match...
             self.engine_error = str(exc)
             self._report_error('engine_load', f'cannot load the model: {exc}')
             return
+        self._load_retry_s = 0.0
         if not self.context.ok():  # Ctrl-C came during the load: release it quietly (rosout is gone)
             engine.close()
             return
@@ -360,8 +372,12 @@ class InferenceNode(Node):
 
     # -- the worker (own callback group) -----------------------------------------------------------
 
+    def _retry_due(self) -> bool:
+        return self._retry_at > 0 and time.monotonic() >= self._retry_at
+
     def _work(self) -> None:
-        if self._reload_pending:
+        if self._reload_pending or self._retry_due():
+            self._retry_at = 0.0
             self._load_engine()
         runner = self._runner
         if runner is None:
@@ -476,7 +492,7 @@ class InferenceNode(Node):
 
     def _worker_loop(self) -> None:
         while not self._stopping.is_set():
-            if not self._wake.wait(timeout=0.1):
+            if not self._wake.wait(timeout=0.1) and not self._retry_due():
                 continue
             self._wake.clear()
             try:
