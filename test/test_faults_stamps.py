@@ -135,3 +135,17 @@ def test_stage_stats_latency_never_negative_and_bad_stamps_counted():
     snap = stages.snapshot(NOW)
     assert snap.latency_ms.min == pytest.approx(10.0) and snap.latency_ms.max == pytest.approx(10.0)
     assert snap.bad_stamps['bad_stamp_future'] == 1 and snap.bad_stamps['bad_stamp_zero'] == 0
+
+
+def test_process_patterns_refuse_bad_pids_and_match_run_names_only():
+    """Item 12: `pid:notanumber` was accepted, and a pattern matched any command line host-wide."""
+    from isaac_perf.core.telemetry.system import pattern_error, run_names
+    assert 'pid: must be followed by a process id' in pattern_error(['perf_monitor', 'pid:notanumber'])
+    assert pattern_error(['pid:12', 'qos_tuner']) == ''
+    names = run_names('python3', ['/usr/bin/python3', '/x/lib/isaac_perf/qos_tuner', '--ros-args',
+                                  '-r', '__node:=tuner_a'])
+    assert 'qos_tuner' in names and 'tuner_a' in names
+    module = run_names('python', ['python', '-u', '-m', 'isaac_perf.nodes.qos_tuner'])
+    assert 'qos_tuner' in module
+    editor = run_names('vim', ['vim', 'isaac_perf/nodes/qos_tuner.py'])
+    assert not any('qos_tuner' in n for n in editor)

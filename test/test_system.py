@@ -13,9 +13,16 @@ S = 1_000_000_000
 BUSY = 'import time\nt = time.time()\nwhile time.time() - t < 8: pass\n'
 
 
+def busy_script(folder):
+    # Matched by the script's name (what the process runs under), not by an argument on its command line.
+    script = folder / 'isaac_perf_h1_busy_marker.py'
+    script.write_text(BUSY)
+    return str(script)
+
+
 @pytest.fixture
-def busy_process():
-    proc = subprocess.Popen([sys.executable, '-c', BUSY, 'isaac_perf_h1_busy_marker'])
+def busy_process(tmp_path):
+    proc = subprocess.Popen([sys.executable, busy_script(tmp_path)])
     try:
         yield proc
     finally:
@@ -34,7 +41,7 @@ def test_host_cpu_and_memory():
     assert s.processes == {}
 
 
-def test_process_found_by_cmdline_pattern_and_by_pid(busy_process):
+def test_process_found_by_run_name_pattern_and_by_pid(busy_process):
     sampler = SystemSampler(['isaac_perf_h1_busy_marker', f'pid:{busy_process.pid}', 'no_such_process_xyz'])
     sampler.sample(0)
     time.sleep(0.6)
@@ -48,10 +55,10 @@ def test_process_found_by_cmdline_pattern_and_by_pid(busy_process):
     assert missing.count == 0 and math.isnan(missing.cpu_percent)
 
 
-def test_rescan_runs_on_its_period_and_dead_processes_drop_out():
+def test_rescan_runs_on_its_period_and_dead_processes_drop_out(tmp_path):
     sampler = SystemSampler(['isaac_perf_h1_busy_marker'], rescan_s=5.0)
     assert sampler.sample(0).processes['isaac_perf_h1_busy_marker'].count == 0
-    proc = subprocess.Popen([sys.executable, '-c', BUSY, 'isaac_perf_h1_busy_marker'])
+    proc = subprocess.Popen([sys.executable, busy_script(tmp_path)])
     try:
         time.sleep(0.2)
         assert sampler.sample(4 * S).processes['isaac_perf_h1_busy_marker'].count == 0   # no rescan yet

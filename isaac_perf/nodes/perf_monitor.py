@@ -32,7 +32,7 @@ from isaac_perf.core.telemetry.gpu import PCIE_MODES, GpuSample, GpuSampler
 from isaac_perf.core.telemetry.health import Status
 from isaac_perf.core.telemetry.monitor_policy import MonitorPolicy
 from isaac_perf.core.telemetry.stats import StageStats, StreamStats
-from isaac_perf.core.telemetry.system import SystemSample, SystemSampler
+from isaac_perf.core.telemetry.system import SystemSample, SystemSampler, pattern_error
 from isaac_perf.ros.diagnostics import Updater
 from isaac_perf.ros.node_main import StartupError, run_node
 from isaac_perf.ros.params import declare_params
@@ -124,7 +124,7 @@ PARAMS: list[ParamSpec] = [
                                    "(counters, else throughput) or 'off'.", choices=PCIE_MODES),
     ParamSpec('process_patterns', DEFAULT_PROCESSES,
               'Processes whose CPU and RSS are reported: substrings of a process name or command line, or '
-              'pid:<number>.'),
+              'pid:<number>.', check=pattern_error),
 ]
 
 WATCH_PARAMS = {'watched_topics', 'expected_rates_hz', 'watch_mode', 'watch_depth', 'ring_capacity'}
