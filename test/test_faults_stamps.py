@@ -149,3 +149,16 @@ def test_process_patterns_refuse_bad_pids_and_match_run_names_only():
     assert 'qos_tuner' in module
     editor = run_names('vim', ['vim', 'isaac_perf/nodes/qos_tuner.py'])
     assert not any('qos_tuner' in n for n in editor)
+
+
+@pytest.mark.parametrize('encoding', ['yuv422', 'bayer_rggb8', '32FC1'])
+def test_unsupported_encoding_lists_only_what_the_model_takes(encoding):
+    """Item 12: the error listed encodings (32FC1, 16UC1, ...) that the node then refused too."""
+    from isaac_perf.core.inference.frames import ImageFormatError
+    from isaac_perf.core.inference.node_params import MODEL_ENCODINGS, check_model_frame
+    with pytest.raises(ImageFormatError) as info:
+        check_model_frame(encoding, 4, 4, 16, 64)
+    message = str(info.value)
+    assert f'encoding {encoding!r} cannot be fed to the model' in message
+    listed = message.split('publish one of ')[1].split(' (')[0].split(', ')
+    assert listed == list(MODEL_ENCODINGS) and '32FC1' not in listed

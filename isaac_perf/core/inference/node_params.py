@@ -122,10 +122,13 @@ def check_model_frame(encoding: str, width: int, height: int, step: int, data_by
 
     Touches no pixel: the check a subscription callback can afford for every frame.
     """
-    check_layout(encoding, width, height, step, data_bytes)
+    # The encoding first: the layout check's message lists every encoding it can read, some of which the
+    # model's preprocessing then refuses; this one lists only what the node takes.
     if encoding not in MODEL_ENCODINGS:
         raise ImageFormatError(f'encoding {encoding!r} cannot be fed to the model: publish one of '
-                               f'{", ".join(MODEL_ENCODINGS)}')
+                               f'{", ".join(MODEL_ENCODINGS)} (convert packed YUV or Bayer upstream, e.g. '
+                               'with image_proc)')
+    check_layout(encoding, width, height, step, data_bytes)
 
 
 def topic_list_errors(name: str, topics: Sequence[str]) -> list[str]:
