@@ -260,3 +260,22 @@ def test_out_of_memory_at_load_is_reported_and_retried(ros_context, spin, tmp_pa
         assert node.engine_error == '' and len(calls) == 2
     finally:
         graph.close()
+
+
+def test_model_file_path_set_alone_loads_that_file_and_a_missing_one_is_refused(ros_context, spin, tmp_path):
+    """Item 10: setting model_file_path as docs/pipeline.md says reloaded the built-in model, and a path that
+    does not exist was accepted while a built-in model was selected."""
+    from test_inference_node import tiny_classifier
+    node = build(InferenceNode, ros_context, input_topics=['/fault_model'], model='detector',
+                 backend='onnxruntime', device='cpu', warmup_iterations=0)
+    graph = Graph(ros_context, node)
+    try:
+        missing = graph.set(spin, 'model_file_path', str(tmp_path / 'nope.onnx'))
+        assert not missing.successful and 'does not exist' in missing.reason, missing.reason
+        tiny = tiny_classifier(tmp_path / 'tiny.onnx')
+        assert graph.set(spin, 'model_file_path', str(tiny)).successful
+        assert spin(graph.executor, lambda: node.engine_ready.is_set() and node._runner is not None
+                    and node._runner.task == 'classification', 60), node.engine_error
+        assert graph.answers(spin)
+    finally:
+        graph.close()
