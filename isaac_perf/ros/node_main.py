@@ -43,6 +43,7 @@ from isaac_perf.core.params_yaml import (
 from isaac_perf.core.shutdown import OrderlyStop
 
 SPIN_STEP_S = 0.1  # the spin returns to Python this often, so a signal is seen within it
+DRAIN_S = 2.0  # callbacks in flight get this long to finish (the whole stop must fit in 5 s)
 STOP_DEADLINE_S = 8.0  # launch sends SIGTERM 5 s after SIGINT and SIGKILL 5 s later
 
 
@@ -162,7 +163,7 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None,
         finally:
             stop.begin()
             if executor is not None:
-                for error in drain_executor(executor):
+                for error in drain_executor(executor, DRAIN_S):
                     print(f'[{label}] a callback failed while stopping: {type(error).__name__}: {error}',
                           file=sys.stderr, flush=True)
                 executor.shutdown()
