@@ -98,3 +98,18 @@ def test_isaac_perf_run_stops_cleanly_on_group_sigint():
         assert 'published' in proc.output and 'inferred' in proc.output  # the report still comes
     finally:
         proc.kill()
+
+
+def test_two_nodes_with_one_name_are_reported_and_both_stop_cleanly():
+    """Item 12: two nodes with the same name were not reported."""
+    first, second = fault_node(), fault_node()
+    try:
+        assert first.wait_for('fault_node ready') and second.wait_for('fault_node ready')
+        words = '2 nodes are named /fault_node on this ROS domain'
+        assert first.wait_for(words, 20) and second.wait_for(words, 20), first.output + second.output
+        for proc in (first, second):
+            proc.signal_group(signal.SIGINT, signal.SIGINT)
+            assert_clean_stop(proc, proc.wait())
+    finally:
+        first.kill()
+        second.kill()

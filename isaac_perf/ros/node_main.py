@@ -101,6 +101,21 @@ def _warn_unknown_overrides(node: Node) -> None:
             f'{", ".join(unknown)}; `ros2 param list {node.get_fully_qualified_name()}` lists the real ones')
 
 
+def watch_for_namesakes(node: Node, after_s: float = 3.0) -> None:
+    """Once, `after_s` after start (discovery needs a moment): warn when another node on the graph has this
+    node's full name. Two nodes named alike split parameter services and diagnostics between them."""
+    def check() -> None:
+        timer.cancel()
+        me = (node.get_name(), node.get_namespace())
+        count = sum(1 for entry in node.get_node_names_and_namespaces() if entry == me)
+        if count > 1:
+            node.get_logger().warning(
+                f'{count} nodes are named {node.get_fully_qualified_name()} on this ROS domain: parameters '
+                'and diagnostics reach either one; give each its own name (--ros-args -r __node:=<name>)')
+        node.destroy_timer(timer)
+    timer = node.create_timer(after_s, check)
+
+
 def drain_executor(executor: Executor, timeout_s: float = 5.0) -> list[BaseException]:
     """Wait for callbacks still running on the executor's threads; return the errors they raised.
 
@@ -145,6 +160,7 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None,
                 finally:
                     stop.interrupt_main = False
                 _warn_unknown_overrides(node)
+                watch_for_namesakes(node)
                 executor = executor_factory()
                 executor.add_node(node)
             while not stop.requested.is_set() and rclpy.ok():
