@@ -279,3 +279,24 @@ def test_model_file_path_set_alone_loads_that_file_and_a_missing_one_is_refused(
         assert graph.answers(spin)
     finally:
         graph.close()
+
+
+def test_wrong_message_type_on_the_image_topic_is_reported(ros_context, spin, tmp_path):
+    """Item 12: a String publisher on the image topic delivered nothing and was reported nowhere."""
+    node = build(InferenceNode, ros_context, input_topics=['/fault_wrong_type'], model='detector',
+                 backend='onnxruntime', device='cpu', warmup_iterations=0, diagnostics_period_s=0.2)
+    publisher = NodeProcess([PY, '-c', 'import rclpy, time\nfrom std_msgs.msg import String\nrclpy.init()\n'
+                             'n = rclpy.create_node("wrong_type_pub")\n'
+                             'p = n.create_publisher(String, "/fault_wrong_type", 10)\n'
+                             'print("publishing", flush=True)\n'
+                             'while True:\n    p.publish(String(data="x"))\n    time.sleep(0.1)\n'])
+    graph = Graph(ros_context, node)
+    try:
+        assert publisher.wait_for('publishing', 30)
+        assert spin(graph.executor,
+                    lambda: 'is published as std_msgs/msg/String' in node._wrong_type_publishers(), 20)
+        assert 'not sensor_msgs/msg/Image' in node._wrong_type_publishers()
+        assert graph.answers(spin)
+    finally:
+        publisher.kill()
+        graph.close()

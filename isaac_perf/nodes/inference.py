@@ -60,6 +60,7 @@ from isaac_perf.core.inference.runner import DropCounter, InferenceRunner
 from isaac_perf.core.params import ParamSpec
 from isaac_perf.core.pipeline_graph import output_topics
 from isaac_perf.core.telemetry import stage_times
+from isaac_perf.core.telemetry.alerts import Level
 from isaac_perf.core.telemetry.health import Status
 from isaac_perf.core.telemetry.stamps import PublisherGaps
 from isaac_perf.ros.conversions import (
@@ -70,11 +71,13 @@ from isaac_perf.ros.conversions import (
     stamp_to_ns,
 )
 from isaac_perf.ros.diagnostics import Updater
+from isaac_perf.ros.log import LogLimiter
 from isaac_perf.ros.node_main import StartupError, run_node
 from isaac_perf.ros.params import declare_params
 from isaac_perf.ros.qos import qos_from_name, qos_name_error
 
 NODE_NAME = 'inference_node'
+IMAGE_TYPE = 'sensor_msgs/msg/Image'
 STAGES = ('transport', 'queue', 'pre', 'infer', 'post')
 LOG_REPEAT_S = 5.0  # the same kind of error is logged at most once per this many seconds
 
@@ -175,6 +178,7 @@ class InferenceNode(Node):
         self.transport_gaps = PublisherGaps()
         self.lost_in_middleware = 0
         self.message_lost_event = 'subscribed'
+        self._log = LogLimiter(self.get_logger())
         self.batches = 0
         self.drops = DropCounter()
         self.engine_ready = threading.Event()
@@ -484,6 +488,20 @@ class InferenceNode(Node):
             status.update({'backend': str(engine.backend), 'device': str(engine.device)})
         status.update({f'{k}_ms_mean': f'{v:.3f}' for k, v in self.stage_means().items()})
         status.add('input_topics', ','.join(self.input_topics))
+        wrong = self._wrong_type_publishers()
+        if wrong:
+            status.merge_summary(Level.ERROR, wrong)
+            self._log.once(f'type-{wrong}', wrong, 'error')
+
+    def _wrong_type_publishers(self) -> str:
+        """Publishers of another message type on an input topic deliver nothing (DDS does not match them)
+        and the middleware gives no event for it here: found from the graph instead."""
+        for topic in self.input_topics:
+            types = sorted({i.topic_type for i in self.get_publishers_info_by_topic(topic)} - {IMAGE_TYPE})
+            if types:
+                return (f'{topic} is published as {", ".join(types)}, not {IMAGE_TYPE}: those messages never '
+                        'arrive; publish sensor_msgs/Image there or change input_topics')
+        return ''
 
     def _apply_switch_interval(self) -> None:
         interval_us = self._values['gil_switch_interval_us']
