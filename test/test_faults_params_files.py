@@ -129,3 +129,12 @@ def test_launch_ros_temporary_params_files_are_read(tmp_path):
     path.write_text("/**:\n  ros__parameters:\n    camera_topics: !!python/tuple\n    - /camera_0/image_raw\n"
                     "    rate_hz: 5.0\n")
     assert read_params_file(path) == {'/**': {'camera_topics': ['/camera_0/image_raw'], 'rate_hz': 5.0}}
+
+
+def test_unwritable_model_cache_names_isaac_perf_cache(monkeypatch, tmp_path):
+    """Item 10: an unwritable cache gave "[Errno 2] ... '/proc/...'" without naming ISAAC_PERF_CACHE."""
+    from isaac_perf.core.inference.engines.base import EngineError
+    from isaac_perf.core.inference.node_params import model_path
+    monkeypatch.setenv('ISAAC_PERF_CACHE', '/proc/isaac_perf_cache')
+    with pytest.raises(EngineError, match='set ISAAC_PERF_CACHE to a writable folder'):
+        model_path({'model': 'detector', 'model_file_path': '', 'input_width': 64, 'input_height': 64})

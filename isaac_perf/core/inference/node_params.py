@@ -119,6 +119,12 @@ def model_path(values: Mapping[str, Any]) -> str:
         return model_file_for(model, values['model_file_path'], values['input_width'], values['input_height'])
     except ValueError as exc:
         raise EngineError(str(exc)) from exc
+    except OSError as exc:
+        if not model:
+            raise
+        from isaac_perf.core.inference.models import default_cache_dir
+        raise EngineError(f'cannot write the generated {model} model under {default_cache_dir()} '
+                          f'({exc.strerror or exc}): set ISAAC_PERF_CACHE to a writable folder') from exc
 
 
 def check_model_frame(encoding: str, width: int, height: int, step: int, data_bytes: int) -> None:
