@@ -138,3 +138,34 @@ def test_unwritable_model_cache_names_isaac_perf_cache(monkeypatch, tmp_path):
     monkeypatch.setenv('ISAAC_PERF_CACHE', '/proc/isaac_perf_cache')
     with pytest.raises(EngineError, match='set ISAAC_PERF_CACHE to a writable folder'):
         model_path({'model': 'detector', 'model_file_path': '', 'input_width': 64, 'input_height': 64})
+
+
+def _model_with_inputs(path, inputs):
+    onnx = pytest.importorskip('onnx')
+    from onnx import helper
+    graph = helper.make_graph(
+        [helper.make_node('Identity', [inputs[0][0]], ['out'])], 'g',
+        [helper.make_tensor_value_info(name, dtype, [1, 3, 32, 32]) for name, dtype in inputs],
+        [helper.make_tensor_value_info('out', inputs[0][1], [1, 3, 32, 32])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)]), str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize(('inputs', 'words'), [
+    ([('image', 7)], "input 'image' is int64: the inference node feeds normalised float32/float16 images"),
+    ([('image', 1), ('extra', 1)], "the model has 2 inputs ('image', 'extra')"),
+])
+def test_models_the_node_cannot_feed_are_refused_at_load(tmp_path, inputs, words):
+    """Item 10: an int64 image input ran on truncated values; a model needing a second input loaded and
+    then failed every frame."""
+    pytest.importorskip('onnxruntime')
+    from isaac_perf.core.inference.engines.base import EngineError, EngineOptions
+    from isaac_perf.core.inference.engines.factory import create_engine
+    from isaac_perf.core.inference.runner import InferenceRunner
+    engine = create_engine('onnxruntime', _model_with_inputs(tmp_path / 'm.onnx', inputs),
+                           EngineOptions(device='cpu'))
+    try:
+        with pytest.raises(EngineError, match=words.replace('(', r'\(').replace(')', r'\)')):
+            InferenceRunner(engine, task='classification')
+    finally:
+        engine.close()
