@@ -169,7 +169,7 @@ def test_bad_frames_are_dropped_counted_and_reported(harness, spin, tmp_path):
     good = numpy_to_image(frame(3), 'rgb8')
     bad = {
         'wrong encoding': (Image(height=2, width=2, encoding='yuv422', step=4, data=[0] * 8),
-                           "encoding 'yuv422' is not supported"),
+                           "encoding 'yuv422' cannot be fed to the model"),
         'encoding the model cannot take': (numpy_to_image(np.ones((2, 2), np.float32), '32FC1'),
                                            "encoding '32FC1' cannot be fed to the model"),
         'short step': (Image(height=2, width=4, encoding='rgb8', step=10, data=[0] * 20),

@@ -71,11 +71,15 @@ def test_model_file_rules_and_path(tmp_path):
         "model is '' so model_file_path must name an ONNX file"]
     missing = str(tmp_path / 'missing.onnx')
     assert model_file_errors(model_values(model='', model_file_path=missing)) == [
-        f'model_file_path {missing!r} does not exist']
+        f'model_file_path {missing!r} does not exist: give the path of an ONNX file']
+    # A set path is the model that runs, so it is checked even while a built-in model is named.
+    assert model_file_errors(model_values(model='detector', model_file_path=missing))[0].startswith(
+        f'model_file_path {missing!r} does not exist')
     present = tmp_path / 'm.onnx'
     present.write_bytes(b'')
     assert model_file_errors(model_values(model='', model_file_path=str(present))) == []
     assert model_path(model_values(model='', model_file_path=str(present))) == str(present)
+    assert model_path(model_values(model='detector', model_file_path=str(present))) == str(present)
     with pytest.raises(EngineError, match='no model'):
         model_path(model_values(model=''))
 

@@ -88,7 +88,7 @@ def test_console_command_runs_and_writes_json(tmp_path):
     assert report['results_received'] > 0 and report['monitor'] == {}
     bad = subprocess.run([sys.executable, '-m', 'isaac_perf.cli', 'run', '--cameras', '0'], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2 and '--cameras must be at least 1' in bad.stderr
+    assert bad.returncode == 2 and 'argument --cameras: 0 is below the minimum 1' in bad.stderr
 
 
 def test_pipeline_yaml_matches_the_declared_parameters():

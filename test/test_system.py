@@ -14,9 +14,16 @@ S = 1_000_000_000
 BUSY = 'import time\nt = time.time()\nwhile time.time() - t < 60: pass\n'   # killed by the test long before
 
 
+def busy_script(folder):
+    # Matched by the script's name (what the process runs under), not by an argument on its command line.
+    script = folder / 'isaac_perf_h1_busy_marker.py'
+    script.write_text(BUSY)
+    return str(script)
+
+
 @pytest.fixture
-def busy_process():
-    proc = subprocess.Popen([sys.executable, '-c', BUSY, 'isaac_perf_h1_busy_marker'])
+def busy_process(tmp_path):
+    proc = subprocess.Popen([sys.executable, busy_script(tmp_path)])
     try:
         yield proc
     finally:
@@ -40,7 +47,7 @@ def _cpu_s(proc: psutil.Process) -> float:
     return t.user + t.system
 
 
-def test_process_found_by_cmdline_pattern_and_by_pid(busy_process):
+def test_process_found_by_run_name_pattern_and_by_pid(busy_process):
     # The busy process gets whatever CPU a loaded box leaves it, so no figure is assumed: its own CPU
     # time, read around the sampler's two reads, bounds what the sampler may report.
     proc = psutil.Process(busy_process.pid)
@@ -67,10 +74,10 @@ def test_process_found_by_cmdline_pattern_and_by_pid(busy_process):
     assert missing.count == 0 and math.isnan(missing.cpu_percent)
 
 
-def test_rescan_runs_on_its_period_and_dead_processes_drop_out():
+def test_rescan_runs_on_its_period_and_dead_processes_drop_out(tmp_path):
     sampler = SystemSampler(['isaac_perf_h1_busy_marker'], rescan_s=5.0)
     assert sampler.sample(0).processes['isaac_perf_h1_busy_marker'].count == 0
-    proc = subprocess.Popen([sys.executable, '-c', BUSY, 'isaac_perf_h1_busy_marker'])
+    proc = subprocess.Popen([sys.executable, busy_script(tmp_path)])
     try:
         time.sleep(0.2)
         assert sampler.sample(4 * S).processes['isaac_perf_h1_busy_marker'].count == 0   # no rescan yet

@@ -28,19 +28,22 @@ BACKENDS = ('auto', 'onnxruntime', 'torch', 'tensorrt')
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--duration', type=float, default=10.0,
+    from isaac_perf.app.args import number, writable
+    parser.add_argument('--duration', type=number(minimum=0, unit='s'), default=10.0,
                         help='seconds to run after the engine is ready (0 = until Ctrl-C; default 10)')
     parser.add_argument('--backend', choices=BACKENDS, help='inference backend (default: from the config)')
     parser.add_argument('--model', help="'resnet50', 'detector', or the path of an ONNX file")
-    parser.add_argument('--cameras', type=int, help='number of cameras (topics /camera_{i}/image_raw)')
-    parser.add_argument('--rate', type=float, help='frames per second per camera')
-    parser.add_argument('--width', type=int, help='camera image width')
-    parser.add_argument('--height', type=int, help='camera image height')
+    parser.add_argument('--cameras', type=number(int, minimum=1),
+                        help='number of cameras (topics /camera_{i}/image_raw)')
+    parser.add_argument('--rate', type=number(above=0, unit='Hz'), help='frames per second per camera')
+    parser.add_argument('--width', type=number(int, minimum=1), help='camera image width')
+    parser.add_argument('--height', type=number(int, minimum=1), help='camera image height')
     parser.add_argument('--config', help='params file (default: config/pipeline.yaml of the package)')
-    parser.add_argument('--json', metavar='PATH', help='also write the final report as JSON to PATH')
+    parser.add_argument('--json', metavar='PATH', type=writable('file'),
+                        help='also write the final report as JSON to PATH')
     parser.add_argument('--no-monitor', action='store_true', help='run without perf_monitor')
     parser.add_argument('--quiet', action='store_true', help='no live summary, only the final report')
-    parser.add_argument('--load-timeout', type=float, default=300.0,
+    parser.add_argument('--load-timeout', type=number(above=0, unit='s'), default=300.0,
                         help='seconds allowed for generating/loading the model (default 300)')
 
 
@@ -252,16 +255,10 @@ def _spin(executor: Any, spinning: threading.Event) -> None:
 
 
 def _drain(executor: Any, timeout_s: float) -> None:
-    """Let callbacks still running on the executor's threads finish before it is shut down.
-
-    MultiThreadedExecutor.spin_once hands callbacks to a thread pool and returns; one that finishes after
-    shutdown() touches the executor's destroyed guard condition and leaves an 'exception never
-    retrieved' line on stderr. rclpy keeps those tasks in `_futures` (not public API, hence getattr).
-    """
-    deadline = time.monotonic() + timeout_s
-    for future in list(getattr(executor, '_futures', [])):
-        while not future.done() and time.monotonic() < deadline:
-            time.sleep(0.01)
+    """Let callbacks still running on the executor's threads finish before it is shut down."""
+    from isaac_perf.ros.node_main import drain_executor
+    for error in drain_executor(executor, timeout_s):
+        print(f'executor: {type(error).__name__}: {error}', file=sys.stderr)
 
 
 def _wait(predicate: Callable[[], bool], timeout_s: float, stop: threading.Event | None) -> bool:
@@ -409,25 +406,44 @@ class _LiveView:
             self._live.stop()
 
 
+def node_param_errors(params: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Each node's values against its ParamSpec table (ranges, choices, checks), before any node exists:
+    `--cameras 1000` is refused at once instead of after the model has loaded."""
+    from isaac_perf.core.params import validate_all
+    from isaac_perf.nodes import image_source, inference
+    tables = {'image_source': image_source.PARAMS, 'inference_node': inference.PARAMS}
+    try:
+        from isaac_perf.nodes import perf_monitor
+        tables['perf_monitor'] = perf_monitor.PARAMS
+    except ImportError:
+        pass
+    from isaac_perf.core.params_yaml import unknown_names
+    for node, specs in tables.items():
+        unknown = unknown_names(params.get(node, {}), [s.name for s in specs] + ['use_sim_time'])
+        if unknown:
+            print(f'isaac-perf run: warning: {node} does not declare {", ".join(unknown)}: ignored',
+                  file=sys.stderr)
+    return [f'{node}: {message}' for node, specs in tables.items()
+            for message in validate_all(specs, dict(params.get(node, {})))]
+
+
 def main(args: argparse.Namespace) -> int:
     from isaac_perf.core.paths import config_file
+    from isaac_perf.core.shutdown import OrderlyStop
     config = Path(args.config) if args.config else config_file('pipeline.yaml')
     if not config.is_file():
         print(f'isaac-perf run: params file {config} not found: pass --config', file=sys.stderr)
-        return 2
-    for name in ('cameras', 'width', 'height'):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            print(f'isaac-perf run: --{name} must be at least 1', file=sys.stderr)
-            return 2
-    if args.rate is not None and args.rate <= 0:
-        print('isaac-perf run: --rate must be > 0', file=sys.stderr)
         return 2
     try:
         params = pipeline_params(config, args.backend, args.model, args.cameras, args.rate, args.width,
                                  args.height)
     except (OSError, ValueError) as exc:
         print(f'isaac-perf run: cannot read {config}: {exc}', file=sys.stderr)
+        return 2
+    errors = node_param_errors(params)
+    if errors:
+        print(f'isaac-perf run: {errors[0]}' + (f' (and {len(errors) - 1} more)' if len(errors) > 1 else ''),
+              file=sys.stderr)
         return 2
     from isaac_perf.core import dds_profile
     try:
@@ -437,26 +453,31 @@ def main(args: argparse.Namespace) -> int:
         print(f'isaac-perf run: {exc}', file=sys.stderr)
         return 2
     view = _LiveView(args.quiet)
-    stop = threading.Event()
-    try:
-        report = run_pipeline(params, args.duration, monitor=not args.no_monitor,
-                              load_timeout_s=args.load_timeout, on_tick=view.update, stop=stop)
-    except KeyboardInterrupt:
-        stop.set()
+    # Ctrl-C or SIGTERM: the run stops in order and the report still comes; further signals are ignored.
+    with OrderlyStop('isaac-perf run') as signals:
+        stop = signals.requested
+        try:
+            report = run_pipeline(params, args.duration, monitor=not args.no_monitor,
+                                  load_timeout_s=args.load_timeout, on_tick=view.update, stop=stop)
+        except (RuntimeError, ValueError) as exc:
+            view.close()
+            print(f'isaac-perf run: {exc}', file=sys.stderr)
+            return 1
         view.close()
-        print('isaac-perf run: interrupted', file=sys.stderr)
-        return 130
-    except (RuntimeError, ValueError) as exc:
-        view.close()
-        print(f'isaac-perf run: {exc}', file=sys.stderr)
-        return 1
-    report['dds'] = dds.reason
-    view.close()
-    print(format_report(report), flush=True)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(json_safe(report), indent=2) + '\n')
-    if report['results_received'] == 0:
-        print('isaac-perf run: no results came back: see the log lines above for why', file=sys.stderr)
-        return 1
+        if not report:  # stopped before the engine was ready
+            print('isaac-perf run: stopped before the engine was ready', file=sys.stderr)
+            return 0
+        report['dds'] = dds.reason
+        print(format_report(report), flush=True)
+        if args.json:
+            try:
+                Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.json).write_text(json.dumps(json_safe(report), indent=2) + '\n')
+            except OSError as exc:
+                print(f'isaac-perf run: cannot write --json {args.json}: {exc.strerror or exc}',
+                      file=sys.stderr)
+                return 1
+        if report['results_received'] == 0 and not stop.is_set():
+            print('isaac-perf run: no results came back: see the log lines above for why', file=sys.stderr)
+            return 1
     return 0

@@ -23,6 +23,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from isaac_perf.app.args import number
+from isaac_perf.core.shutdown import OrderlyStop
 from isaac_perf.core.telemetry.gpm import GPM_FIELDS, GpmSample, headroom_notes
 
 LEVEL_NAMES = {0: 'OK', 1: 'WARN', 2: 'ERROR', 3: 'STALE'}
@@ -33,11 +35,20 @@ MAX_STATUSES = 256  # diagnostics statuses remembered (newest kept)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--once', action='store_true', help='print one snapshot and exit')
     parser.add_argument('--plain', action='store_true', help='plain text even on a terminal')
-    parser.add_argument('--period', type=float, default=1.0, help='seconds between screen updates')
-    parser.add_argument('--timeout', type=float, default=10.0,
+    parser.add_argument('--period', type=number(above=0, maximum=3600, unit='s'), default=1.0,
+                        help='seconds between screen updates')
+    parser.add_argument('--timeout', type=number(above=0, maximum=86400, unit='s'), default=10.0,
                         help='with --once: seconds to wait for /performance_metrics')
-    parser.add_argument('--metrics-topic', default='/performance_metrics')
-    parser.add_argument('--diagnostics-topic', default='/diagnostics')
+    parser.add_argument('--metrics-topic', type=_topic, default='/performance_metrics')
+    parser.add_argument('--diagnostics-topic', type=_topic, default='/diagnostics')
+
+
+def _topic(text: str) -> str:
+    from isaac_perf.ros.names import topic_name_error  # rclpy: only when top is the command
+    problem = topic_name_error(text, 'isaac_perf_top', what='topic')
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 @dataclass
@@ -303,27 +314,19 @@ def run(args: argparse.Namespace, context: Any = None, stream: TextIO | None = N
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     use_rich = not args.plain and stream.isatty()
+    # Ctrl-C ends the view; a second one while it closes is ignored (no traceback from the clean-up).
+    stop = OrderlyStop('isaac-perf top', keep_ignoring=False)
     try:
+        stop.install()
         if args.once:
-            deadline = time.monotonic() + args.timeout
-            while state.metrics is None and time.monotonic() < deadline:
-                executor.spin_once(timeout_sec=0.05)
-            if state.metrics is None:
-                print(f'isaac-perf top: no {args.metrics_topic} message within {args.timeout:.0f} s: start '
-                      'perf_monitor (or check ROS_DOMAIN_ID)', file=sys.stderr)
-                return 1
-            grace = time.monotonic() + min(1.0, args.period)  # let /diagnostics of the same tick arrive
-            while time.monotonic() < grace:
-                executor.spin_once(timeout_sec=0.05)
-            _draw_once(state, stream, use_rich)
-            return 0
+            return _run_once(args, state, executor, stop, stream, use_rich)
         if use_rich:
             from rich.console import Console
             from rich.live import Live
             with Live(render_rich(state), console=Console(file=stream), refresh_per_second=4,
                       screen=False) as live:
                 next_draw = time.monotonic()
-                while True:
+                while not stop.requested.is_set():
                     executor.spin_once(timeout_sec=0.05)
                     if time.monotonic() >= next_draw:
                         live.update(render_rich(state))
@@ -331,7 +334,7 @@ def run(args: argparse.Namespace, context: Any = None, stream: TextIO | None = N
         else:
             seen = -1
             next_draw = time.monotonic()
-            while True:
+            while not stop.requested.is_set():
                 executor.spin_once(timeout_sec=0.05)
                 if time.monotonic() >= next_draw and state.updates != seen:
                     seen = state.updates
@@ -341,10 +344,32 @@ def run(args: argparse.Namespace, context: Any = None, stream: TextIO | None = N
     except (KeyboardInterrupt, ExternalShutdownException):
         return 0
     finally:
+        stop.request()  # later signals are ignored while the view closes
         executor.shutdown()
         node.destroy_node()
         if own:
             context.try_shutdown()
+        stop.restore()
+    return 0
+
+
+def _run_once(args: argparse.Namespace, state: TopState, executor: Any, stop: Any, stream: TextIO,
+              use_rich: bool) -> int:
+    """--once: wait for one metrics message (and its tick's diagnostics), draw it, return the exit code."""
+    deadline = time.monotonic() + args.timeout
+    while state.metrics is None and time.monotonic() < deadline and not stop.requested.is_set():
+        executor.spin_once(timeout_sec=0.05)
+    if stop.requested.is_set():
+        return 0
+    if state.metrics is None:
+        print(f'isaac-perf top: no {args.metrics_topic} message within {args.timeout:.0f} s: start '
+              'perf_monitor (or check ROS_DOMAIN_ID)', file=sys.stderr)
+        return 1
+    grace = time.monotonic() + min(1.0, args.period)  # let /diagnostics of the same tick arrive
+    while time.monotonic() < grace:
+        executor.spin_once(timeout_sec=0.05)
+    _draw_once(state, stream, use_rich)
+    return 0
 
 
 def _draw_once(state: TopState, stream: TextIO, use_rich: bool) -> None:

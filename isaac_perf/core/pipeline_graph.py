@@ -38,15 +38,16 @@ class LaunchedNode:
 
 def load_params_file(path: str | Path,
                      node_names: Sequence[str] = PIPELINE_NODES) -> dict[str, dict[str, Any]]:
-    """node name -> parameters, from a ROS 2 params file ('/**' sections apply to every node)."""
-    import yaml
-    data = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f'{path}: a params file maps node names to {{ros__parameters: {{...}}}}')
+    """node name -> parameters, from a ROS 2 params file ('/**' sections apply to every node).
+
+    The file is checked as rcl checks it (read_params_file): a bad one raises ParamsFileError (a
+    ValueError) naming the file, the line and the fix, instead of a YAML traceback.
+    """
+    from isaac_perf.core.params_yaml import read_params_file
+    data = read_params_file(path)
     shared: dict[str, Any] = {}
     per_node: dict[str, dict[str, Any]] = {}
-    for key, section in data.items():
-        params = (section or {}).get('ros__parameters', {}) if isinstance(section, dict) else {}
+    for key, params in data.items():
         name = str(key).strip('/')
         if name in ('**', '*'):
             shared.update(params)

@@ -29,12 +29,12 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float32MultiArray, Float64MultiArray
@@ -59,7 +59,9 @@ from isaac_perf.core.inference.runner import DropCounter, InferenceRunner
 from isaac_perf.core.params import ParamSpec
 from isaac_perf.core.pipeline_graph import output_topics
 from isaac_perf.core.telemetry import stage_times
+from isaac_perf.core.telemetry.alerts import Level
 from isaac_perf.core.telemetry.health import Status
+from isaac_perf.core.telemetry.stamps import PublisherGaps
 from isaac_perf.ros import executors
 from isaac_perf.ros.conversions import (
     check_model_image,
@@ -69,11 +71,13 @@ from isaac_perf.ros.conversions import (
     stamp_to_ns,
 )
 from isaac_perf.ros.diagnostics import Updater
+from isaac_perf.ros.log import LogLimiter
 from isaac_perf.ros.node_main import StartupError, run_node
 from isaac_perf.ros.params import declare_params
 from isaac_perf.ros.qos import qos_from_name, qos_name_error
 
 NODE_NAME = 'inference_node'
+IMAGE_TYPE = 'sensor_msgs/msg/Image'
 STAGES = ('transport', 'queue', 'pre', 'infer', 'post')
 LOG_REPEAT_S = 5.0  # the same kind of error is logged at most once per this many seconds
 
@@ -168,6 +172,13 @@ class InferenceNode(Node):
         self.frames_received = 0
         self.frames_processed = 0
         self.results_published = 0
+        # Frames that never reached this node: gaps in each publisher's sequence numbers (DDS history
+        # overwritten, network loss) and the middleware's message-lost event. Frames that did reach it
+        # are processed, dropped by cause, or pending (queued or in the engine): every one is counted.
+        self.transport_gaps = PublisherGaps()
+        self.lost_in_middleware = 0
+        self.message_lost_event = 'subscribed'
+        self._log = LogLimiter(self.get_logger())
         self.batches = 0
         self.drops = DropCounter()
         self.engine_ready = threading.Event()
@@ -178,6 +189,8 @@ class InferenceNode(Node):
         self._stage_sum = dict.fromkeys(STAGES, 0.0)
         self._stage_count = 0
         self._reload_pending = True
+        self._retry_at = 0.0  # monotonic time of the next load attempt after an out-of-memory failure
+        self._load_retry_s = 0.0
         self._queues: list[deque[_Pending]] = []
         self._subscriptions: list[Any] = []
         self._result_publishers: list[Any] = []
@@ -212,18 +225,34 @@ class InferenceNode(Node):
             in_qos = qos_from_name(v['input_qos'])
             out_qos = qos_from_name(v['output_qos'])
             self._queues = [deque(maxlen=v['queue_depth']) for _ in self.input_topics]
-            self._subscriptions = [
-                self.create_subscription(Image, topic, self._make_callback(i), in_qos,
-                                         callback_group=self._input_group)
-                for i, topic in enumerate(self.input_topics)]
+            self._subscriptions = [self._subscribe(i, topic, in_qos)
+                                   for i, topic in enumerate(self.input_topics)]
             self._result_publishers = [self.create_publisher(Float32MultiArray, topic, out_qos)
                                        for topic in self.output_topics]
             self._stage_publisher = self.create_publisher(Float64MultiArray, '~/stage_times', out_qos)
 
-    def _make_callback(self, index: int) -> Callable[[Image], None]:
-        def on_image(msg: Image) -> None:
+    def _subscribe(self, index: int, topic: str, qos: Any) -> Any:
+        """An image subscription that also reports what the middleware lost: the message-lost event where
+        the RMW offers it, and gaps in each publisher's sequence numbers (message info) always."""
+        def on_image(msg: Image, info: Any) -> None:
+            gid = info.get('publisher_gid') if isinstance(info, dict) else None
+            key = (index, bytes(gid['data']) if isinstance(gid, dict) and 'data' in gid else None)
+            seq = info.get('publication_sequence_number') if isinstance(info, dict) else None
+            with self._lock:
+                self.transport_gaps.observe(key, seq)
             self._on_image(msg, index)
-        return on_image
+
+        def on_lost(event: Any) -> None:
+            with self._lock:
+                self.lost_in_middleware += int(getattr(event, 'total_count_change', 0))
+
+        try:
+            return self.create_subscription(
+                Image, topic, on_image, qos, callback_group=self._input_group,
+                event_callbacks=SubscriptionEventCallbacks(message_lost=on_lost))
+        except UnsupportedEventTypeError:
+            self.message_lost_event = 'not offered by this middleware'
+            return self.create_subscription(Image, topic, on_image, qos, callback_group=self._input_group)
 
     def _on_change(self, changes: dict[str, Any]) -> None:
         self._values.update(changes)
@@ -285,11 +314,21 @@ class InferenceNode(Node):
             except BaseException:
                 engine.close()
                 raise
+        except MemoryError:
+            # Out of memory while loading: often transient (another process's peak). Say so, and retry
+            # with a growing delay instead of sitting at 'loading the engine' forever.
+            delay = self._load_retry_s = min(60.0, max(2.0, 2 * self._load_retry_s))
+            self._retry_at = time.monotonic() + delay
+            self.engine_error = (f'out of memory while loading the model; retrying in {delay:g} s '
+                                 '(free memory, or lower max_batch_size / use a smaller model)')
+            self._report_error('engine_load', f'cannot load the model: {self.engine_error}')
+            return
         except (EngineError, OSError, ValueError, RuntimeError, ImportError) as exc:
             # A missing/corrupt model, an engine for another GPU, tensor names that do not match...
             self.engine_error = str(exc)
             self._report_error('engine_load', f'cannot load the model: {exc}')
             return
+        self._load_retry_s = 0.0
         if not self.context.ok():  # Ctrl-C came during the load: release it quietly (rosout is gone)
             engine.close()
             return
@@ -337,8 +376,12 @@ class InferenceNode(Node):
 
     # -- the worker (own callback group) -----------------------------------------------------------
 
+    def _retry_due(self) -> bool:
+        return self._retry_at > 0 and time.monotonic() >= self._retry_at
+
     def _work(self) -> None:
-        if self._reload_pending:
+        if self._reload_pending or self._retry_due():
+            self._retry_at = 0.0
             self._load_engine()
         runner = self._runner
         if runner is None:
@@ -431,6 +474,11 @@ class InferenceNode(Node):
                 'results_published': self.results_published, 'batches': self.batches,
                 'total_dropped_frames': self.drops.total,
                 **{f'dropped_{k}': v for k, v in self.drops.by_reason.items()},
+                'frames_pending': self.frames_received - self.frames_processed - self.drops.total,
+                'frames_lost_before_receipt': self.transport_gaps.dropped,
+                'frames_lost_middleware_event': self.lost_in_middleware,
+                'publisher_restarts': self.transport_gaps.resets,
+                'message_lost_event': self.message_lost_event,
             })
             drops = dict(self.drops.by_reason)
         engine = self._engine
@@ -442,6 +490,20 @@ class InferenceNode(Node):
             status.update({'backend': str(engine.backend), 'device': str(engine.device)})
         status.update({f'{k}_ms_mean': f'{v:.3f}' for k, v in self.stage_means().items()})
         status.add('input_topics', ','.join(self.input_topics))
+        wrong = self._wrong_type_publishers()
+        if wrong:
+            status.merge_summary(Level.ERROR, wrong)
+            self._log.once(f'type-{wrong}', wrong, 'error')
+
+    def _wrong_type_publishers(self) -> str:
+        """Publishers of another message type on an input topic deliver nothing (DDS does not match them)
+        and the middleware gives no event for it here: found from the graph instead."""
+        for topic in self.input_topics:
+            types = sorted({i.topic_type for i in self.get_publishers_info_by_topic(topic)} - {IMAGE_TYPE})
+            if types:
+                return (f'{topic} is published as {", ".join(types)}, not {IMAGE_TYPE}: those messages never '
+                        'arrive; publish sensor_msgs/Image there or change input_topics')
+        return ''
 
     def _apply_switch_interval(self) -> None:
         interval_us = self._values['gil_switch_interval_us']
@@ -450,7 +512,7 @@ class InferenceNode(Node):
 
     def _worker_loop(self) -> None:
         while not self._stopping.is_set():
-            if not self._wake.wait(timeout=0.1):
+            if not self._wake.wait(timeout=0.1) and not self._retry_due():
                 continue
             self._wake.clear()
             try:

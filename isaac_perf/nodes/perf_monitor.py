@@ -42,7 +42,7 @@ from isaac_perf.core.telemetry.greenwave import GreenwaveStream
 from isaac_perf.core.telemetry.health import Status
 from isaac_perf.core.telemetry.monitor_policy import MonitorPolicy
 from isaac_perf.core.telemetry.stats import StageStats, StreamStats
-from isaac_perf.core.telemetry.system import SystemSample, SystemSampler
+from isaac_perf.core.telemetry.system import SystemSample, SystemSampler, pattern_error
 from isaac_perf.ros.diagnostics import Updater
 from isaac_perf.ros.node_main import StartupError, run_node
 from isaac_perf.ros.params import declare_params
@@ -138,7 +138,7 @@ PARAMS: list[ParamSpec] = [
               min=0.0, max=60.0),
     ParamSpec('process_patterns', DEFAULT_PROCESSES,
               'Processes whose CPU and RSS are reported: substrings of a process name or command line, or '
-              'pid:<number>.'),
+              'pid:<number>.', check=pattern_error),
 ]
 
 WATCH_PARAMS = {'watched_topics', 'expected_rates_hz', 'watch_mode', 'watch_depth', 'ring_capacity'}
@@ -199,8 +199,11 @@ class PerfMonitor(Node):
         self._pid_sub = self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 50,
                                                  callback_group=self._gpm_group)
         # Polled watches live on a helper node that no executor spins (see topic_watch).
+        # use_global_arguments=False: under launch `-r __node:=perf_monitor` renames every node of the
+        # process, so the helper showed up as a second /perf_monitor in `ros2 node list`.
         self._watch_node = Node(f'{self.get_name()}_watch', namespace=self.get_namespace(),
-                                context=self.context, start_parameter_services=False, enable_rosout=False)
+                                context=self.context, start_parameter_services=False, enable_rosout=False,
+                                use_global_arguments=False)
         self.watches: dict[str, TopicWatch] = {}
         self.stages: dict[str, StageStats] = {}
         self._stage_subs: dict[str, Any] = {}
@@ -438,7 +441,7 @@ class PerfMonitor(Node):
             snap = watch.stats.snapshot(now)
             gw = watch.greenwave.snapshot(now)
             publishers = watch.publisher_count()
-            level, message = self.policy.topic_status(topic, snap, now, publishers)
+            level, message = fields.stamp_level(*self.policy.topic_status(topic, snap, now, publishers), snap)
             stale_count += level == Level.STALE
             reliable = None if watch.qos is None else watch.qos_reliability == 'reliable'
             blocks.append(metrics.Block('topic', topic, fields.topic_metrics(snap, level, gw, reliable)))
@@ -452,7 +455,7 @@ class PerfMonitor(Node):
         live = []
         for topic in sorted(self.stages):
             snap = self.stages[topic].snapshot(now)
-            level, message = self.policy.stage_status(topic, snap, now)
+            level, message = fields.stamp_level(*self.policy.stage_status(topic, snap, now), snap)
             if level != Level.STALE:
                 live.append(snap)
             blocks.append(metrics.Block('stages', topic, fields.stage_metrics(snap, level),

@@ -38,6 +38,7 @@ from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float32MultiArray, String
 
+from isaac_perf.core.output_paths import OutputPathError, write_text
 from isaac_perf.core.tuning.advisor import Change
 from isaac_perf.core.tuning.controller import Decision
 from isaac_perf.core.tuning.knobs import (
@@ -48,11 +49,18 @@ from isaac_perf.core.tuning.knobs import (
     knob_to_target,
     knobs_from,
 )
-from isaac_perf.core.tuning.params_file import write_params_file
+from isaac_perf.core.tuning.params_file import params_file_text
 from isaac_perf.core.tuning.qos import QosEvent, QosEventCounter, check_compatible
 from isaac_perf.core.tuning.tuner_health import TunerFacts, tuner_status
-from isaac_perf.core.tuning.tuner_params import CONTROLLER_PARAMS, PARAMS, controller_from, cross_check
+from isaac_perf.core.tuning.tuner_params import (
+    CONTROLLER_PARAMS,
+    PARAMS,
+    controller_from,
+    cross_check,
+    output_dir,
+)
 from isaac_perf.ros.diagnostics import Updater
+from isaac_perf.ros.log import LogLimiter
 from isaac_perf.ros.node_main import StartupError, run_node
 from isaac_perf.ros.params import declare_params
 from isaac_perf.ros.qos import from_qos_profile, subscription_event_callbacks
@@ -79,7 +87,8 @@ class QosTuner(Node):
         self._used_seq = 0
         self._in_flight: tuple[Change, float] | None = None
         self._sync_pending = False
-        self._said: set[str] = set()  # one-time log lines already said
+        self._log = LogLimiter(self.get_logger())  # once/throttled lines at any severity (rclpy forbids
+        # one call site logging at two severities, which killed this node a second after start)
         self.counts = {'decisions': 0, 'applied': 0, 'rejected': 0, 'malformed_metrics': 0, 'timeouts': 0,
                        'yaml_writes': 0, 'yaml_errors': 0}
         self.qos_events = QosEventCounter()
@@ -153,9 +162,7 @@ class QosTuner(Node):
                                               callback_group=self._group)
 
     def _say_once(self, key: str, text: str, level: str = 'warning') -> None:
-        if key not in self._said:
-            self._said.add(key)
-            getattr(self.get_logger(), level)(text)
+        self._log.once(key, text, level)
 
     # -- reading the target -----------------------------------------------------------------------------
     def _sync(self) -> None:
@@ -292,8 +299,7 @@ class QosTuner(Node):
             text += f' | expected: {decision.change.expected}'
             if self.p['advise_only']:
                 text = '(advise only) ' + text
-        level = 'warning' if decision.action == 'impossible' else 'info'
-        getattr(self.get_logger(), level)(text)
+        self._log.log('warning' if decision.action == 'impossible' else 'info', text)
         self._publish(decision.as_dict())
 
     def _publish(self, payload: dict[str, Any]) -> None:
@@ -348,8 +354,9 @@ class QosTuner(Node):
                   f'{decision.fps:.1f} FPS. {decision.action}: {decision.reason}')
         try:
             params = dict(knob_to_target(k, v) for k, v in self._config.items())
-            write_params_file(path, self.p['target_node'], params, header)
-        except OSError as exc:
+            write_text(output_dir(self.p), path, params_file_text(self.p['target_node'], params, header),
+                       'output_config_path')
+        except (OSError, OutputPathError) as exc:
             self.counts['yaml_errors'] += 1
             self._say_once(f'yaml-{path}', f'cannot write output_config_path={path!r}: {exc}; fix the path '
                            'or its permissions', 'error')

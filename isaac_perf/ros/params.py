@@ -16,6 +16,7 @@ from rclpy.parameter import Parameter
 
 from isaac_perf.core.params import ParamSpec
 from isaac_perf.ros.compat import add_post_set_parameters_callback
+from isaac_perf.ros.names import topic_name_error
 from isaac_perf.ros.node_main import StartupError
 
 
@@ -51,6 +52,39 @@ def _declare(node: Node, spec: ParamSpec) -> None:
                                descriptor_for(spec))
 
 
+NOT_ROS_TOPICS = {'source_topic'}  # a topic inside an MCAP file, never subscribed over ROS
+
+
+def topic_errors(node: Node, specs: Iterable[ParamSpec], values: dict[str, Any]) -> list[str]:
+    """Topic-name parameters (named *_topic, *_topics, topic_pattern, output_suffix) checked by rclpy's
+    own rules against this node's name and namespace, so a name rcl would refuse when the subscription is
+    (re)created is refused here, with the reason, and the node lives on. '' entries mean "none"/"default";
+    '{i}' stands for a camera index."""
+    errors = []
+    for spec in specs:
+        name = spec.name
+        if name not in values or name in NOT_ROS_TOPICS:
+            continue
+        if name == 'output_suffix':
+            if values[name]:
+                error = topic_name_error(f'/camera/{values[name]}', node.get_name(), node.get_namespace(),
+                                         what='output_suffix')
+                if error:
+                    errors.append(error.replace("'/camera/", "'.../"))
+            continue
+        if not (name.endswith(('_topic', '_topics')) or name == 'topic_pattern'):
+            continue
+        value = values[name]
+        for topic in (value if isinstance(value, (list, tuple)) else [value]):
+            if isinstance(topic, str) and topic:
+                error = topic_name_error(topic.replace('{i}', '0'), node.get_name(), node.get_namespace(),
+                                         what=name)
+                if error:
+                    errors.append(error.replace(repr(topic.replace('{i}', '0')), repr(topic)))
+                    break
+    return errors
+
+
 def declare_params(node: Node, specs: Iterable[ParamSpec],
                    on_change: Callable[[dict[str, Any]], None] | None = None,
                    extra_check: Callable[[dict[str, Any]], list[str]] | None = None) -> dict[str, Any]:
@@ -71,6 +105,7 @@ def declare_params(node: Node, specs: Iterable[ParamSpec],
     def on_set(params: list[Parameter]) -> SetParametersResult:
         changes = {p.name: p.value for p in params if p.name in by_name}
         errors = [m for s in specs if s.name in changes for m in [s.validate(changes[s.name])] if m]
+        errors += topic_errors(node, specs, changes)
         if not errors and extra_check is not None:
             errors = extra_check(changes)
         if errors:
@@ -86,6 +121,7 @@ def declare_params(node: Node, specs: Iterable[ParamSpec],
         add_post_set_parameters_callback(node, post_set)  # Humble: emulated
     values = {s.name: node.get_parameter(s.name).value for s in specs}
     errors = [m for s in specs for m in [s.validate(values[s.name])] if m]
+    errors += topic_errors(node, specs, values)
     if errors:
         raise StartupError('invalid start-up parameters: ' + '; '.join(errors))  # a ValueError: exit 2
     return values

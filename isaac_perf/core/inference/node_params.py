@@ -35,9 +35,10 @@ def device_error(value: str) -> str:
 
 # The model, where it runs and how frames are fitted to it.
 MODEL_SPECS: tuple[ParamSpec, ...] = (
-    ParamSpec('model', 'resnet50', "Built-in model to generate and run; '' = use model_file_path.",
+    ParamSpec('model', 'resnet50', "Built-in model to generate and run when model_file_path is ''.",
               choices=MODELS),
-    ParamSpec('model_file_path', '', 'ONNX model to run when model is empty (Isaac ROS: model_file_path).'),
+    ParamSpec('model_file_path', '', "ONNX model to run; when set it is used instead of the built-in model "
+              "(Isaac ROS: model_file_path). '' = the built-in model."),
     ParamSpec('backend', 'auto', 'Inference backend; auto = tensorrt, then torch (with a GPU), else '
               'onnxruntime. A backend that cannot run here falls back with a warning.', choices=BACKENDS),
     ParamSpec('device', 'auto', "Where to run: 'auto', 'cpu', 'cuda' or 'cuda:N'.", check=device_error),
@@ -96,14 +97,15 @@ def model_rule_errors(values: Mapping[str, Any]) -> list[str]:
 
 
 def model_file_errors(values: Mapping[str, Any]) -> list[str]:
-    """With model '', model_file_path must name an existing file (refused before a load is tried)."""
-    if values['model'] != '':
-        return []
+    """A model_file_path that is set must name an existing file, whatever `model` says (it is the model
+    that runs); with model '' it must be set. Refused before a load is tried."""
     path = values['model_file_path']
     if not path:
-        return ["model is '' so model_file_path must name an ONNX file"]
+        return ["model is '' so model_file_path must name an ONNX file"] if values['model'] == '' else []
     if not Path(path).expanduser().is_file():
-        return [f'model_file_path {path!r} does not exist']
+        return [f'model_file_path {path!r} does not exist: give the path of an ONNX file, or \'\' to run '
+                f'the built-in model {values["model"]!r}' if values['model'] else
+                f'model_file_path {path!r} does not exist: give the path of an ONNX file']
     return []
 
 
@@ -111,10 +113,18 @@ def model_path(values: Mapping[str, Any]) -> str:
     """The ONNX file to load (a built-in model is built and cached at the asked size); EngineError if none."""
     from isaac_perf.core.inference.models import model_file_for  # builds ONNX graphs: load onnx on demand
     try:
-        return model_file_for(values['model'], values['model_file_path'], values['input_width'],
-                              values['input_height'])
+        # A model_file_path that is set wins over the built-in `model` (as docs/pipeline.md says:
+        # `ros2 param set ... model_file_path X` loads X; it used to reload the built-in model).
+        model = '' if values['model_file_path'] else values['model']
+        return model_file_for(model, values['model_file_path'], values['input_width'], values['input_height'])
     except ValueError as exc:
         raise EngineError(str(exc)) from exc
+    except OSError as exc:
+        if not model:
+            raise
+        from isaac_perf.core.inference.models import default_cache_dir
+        raise EngineError(f'cannot write the generated {model} model under {default_cache_dir()} '
+                          f'({exc.strerror or exc}): set ISAAC_PERF_CACHE to a writable folder') from exc
 
 
 def check_model_frame(encoding: str, width: int, height: int, step: int, data_bytes: int) -> None:
@@ -122,10 +132,13 @@ def check_model_frame(encoding: str, width: int, height: int, step: int, data_by
 
     Touches no pixel: the check a subscription callback can afford for every frame.
     """
-    check_layout(encoding, width, height, step, data_bytes)
+    # The encoding first: the layout check's message lists every encoding it can read, some of which the
+    # model's preprocessing then refuses; this one lists only what the node takes.
     if encoding not in MODEL_ENCODINGS:
         raise ImageFormatError(f'encoding {encoding!r} cannot be fed to the model: publish one of '
-                               f'{", ".join(MODEL_ENCODINGS)}')
+                               f'{", ".join(MODEL_ENCODINGS)} (convert packed YUV or Bayer upstream, e.g. '
+                               'with image_proc)')
+    check_layout(encoding, width, height, step, data_bytes)
 
 
 def topic_list_errors(name: str, topics: Sequence[str]) -> list[str]:

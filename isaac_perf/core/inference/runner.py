@@ -37,7 +37,16 @@ class InferenceRunner:
         self.engine = engine
         if not engine.inputs:
             raise EngineError('the model has no inputs')
+        if len(engine.inputs) > 1:
+            # Only the image is fed: a second input would fail every frame after a load that looked fine.
+            names = ', '.join(f"'{i.name}'" for i in engine.inputs)
+            raise EngineError(f'the model has {len(engine.inputs)} inputs ({names}): the inference node '
+                              'feeds one image tensor; export the model with the image as its only input')
         self.input = engine.inputs[0]
+        if self.input.dtype not in ('float32', 'float16'):
+            # An int64 input would get the normalised float pixels truncated to integers.
+            raise EngineError(f"input '{self.input.name}' is {self.input.dtype}: the inference node feeds "
+                              'normalised float32/float16 images; use a model with a float image input')
         shape = self.input.shape
         if len(shape) != 4 or shape[1] not in (1, 3):
             raise EngineError(f"input '{self.input.name}' has shape {shape}: the inference node feeds images "

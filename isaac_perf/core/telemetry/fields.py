@@ -201,7 +201,18 @@ def _topic_extras(snap: StreamSnapshot, type_name: str | None, publishers: int) 
         'jitter_ms': snap.jitter_ms,
         'seconds_since_last_message': snap.age_s,
         'publishers': publishers,
+        **snap.bad_stamps,
+        'sequence_resets': int(snap.sequence_resets),
     }
+
+
+def stamp_level(level: Level, message: str, snap: StreamSnapshot | StageSnapshot) -> tuple[Level, str]:
+    """Raise an OK level to WARN while unusable header stamps persist (they never reach latency)."""
+    if snap.stamp_level != 'warn' or level >= Level.WARN:
+        return level, message
+    counts = ', '.join(f'{k[len("bad_stamp_"):]} {v}' for k, v in snap.bad_stamps.items() if v)
+    return Level.WARN, (f'header stamps unusable ({counts}): kept out of latency; check that the publisher '
+                        'stamps from a clock in sync with this host')
 
 
 # --------------------------------------------------------------------------------------- stage times
@@ -240,6 +251,7 @@ def stage_diagnostics(snap: StageSnapshot) -> dict[str, object]:
         'latency_ms_p50': snap.latency_ms.p50,
         'latency_ms_p99': snap.latency_ms.p99,
         'seconds_since_last_report': snap.age_s,
+        **snap.bad_stamps,
         **_stage_summaries(snap),
     }
 

@@ -18,11 +18,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from isaac_perf.core.telemetry.stamps import StampCheck, StampKind, gap_drops
+
 NAN = float('nan')
 NS_PER_S = 1_000_000_000
 NS_PER_MS = 1_000_000
 NO_STAMP = np.iinfo(np.int64).min  # marks "this message had no header stamp" in the stamp ring
 MAX_SOURCES = 64                   # publishers whose sequence numbers are tracked per stream
+MAX_SEQUENCE_GAP = 10_000          # a larger jump in a publisher's sequence number is a restart/wrap
+MAX_STAMP_GAP_PERIODS = 100        # a larger gap between stamps is a clock jump or a pause, not loss
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,9 @@ class StreamSnapshot:
     drops: int                  # estimated lost messages, lifetime (sequence gaps or period gaps)
     age_s: float                # seconds since the newest message (inf if none yet)
     expected_rate_hz: float
+    bad_stamps: dict[str, int] = field(default_factory=dict)  # bad_stamp_future/_zero/_far_past counts
+    stamp_level: str = 'ok'     # 'warn' while unusable stamps persist (they are kept out of latency)
+    sequence_resets: int = 0    # publisher restarts / counter jumps seen (not counted as drops)
 
 
 class StreamStats:
@@ -162,6 +169,8 @@ class StreamStats:
         self._last_stamp_ns: int | None = None
         self._last_seq: dict[object, int] = {}
         self._last_latency_ns: int | None = None
+        self.stamps = StampCheck()
+        self.sequence_resets = 0
 
     def set_expected_rate(self, rate_hz: float) -> None:
         self.expected_rate_hz = float(rate_hz)
@@ -173,6 +182,8 @@ class StreamStats:
         `seq` is the publisher's sequence number when the middleware gives one, `source` names the
         publisher (sequence numbers are per publisher).
         """
+        if stamp_ns is not None and self.stamps.observe(stamp_ns, now_ns) is not StampKind.OK:
+            stamp_ns = None  # a future, zero or far-past stamp: counted as bad_stamp, kept out of latency
         with self._lock:
             self._count_drops(now_ns, stamp_ns, seq, source)
             self._arrival.push(now_ns)
@@ -188,7 +199,9 @@ class StreamStats:
     def _count_drops(self, now_ns: int, stamp_ns: int | None, seq: int | None, source: object) -> None:
         if seq is not None:
             last = self._last_seq.get(source)
-            if last is not None and seq > last + 1:
+            if last is not None and (seq <= last or seq - last > MAX_SEQUENCE_GAP):
+                self.sequence_resets += 1  # a restarted publisher or a jump: not thousands of drops
+            elif last is not None and seq > last + 1:
                 self.drops += seq - last - 1
             if last is None and len(self._last_seq) >= MAX_SOURCES:
                 self._last_seq.clear()   # bound memory; costs at most one missed gap per publisher
@@ -203,15 +216,17 @@ class StreamStats:
         else:
             return
         period_ns = NS_PER_S / self.expected_rate_hz
-        # A gap of k periods means k - 1 messages never came; 1.5 periods absorbs ordinary jitter.
-        if gap_ns > 1.5 * period_ns:
-            self.drops += int(round(gap_ns / period_ns)) - 1
+        # A gap of k periods means k - 1 messages never came; 1.5 periods absorbs ordinary jitter. A gap
+        # of more than MAX_STAMP_GAP_PERIODS is a clock jump or a pause, not a loss (stamp_gap_drops).
+        self.drops += gap_drops(gap_ns, period_ns, MAX_STAMP_GAP_PERIODS)
 
     def reset(self) -> None:
         with self._lock:
             for ring in (self._arrival, self._stamp, self._size):
                 ring.clear()
             self.count = self.bytes_total = self.drops = 0
+            self.stamps = StampCheck()
+            self.sequence_resets = 0
             self._last_arrival_ns = self._last_stamp_ns = self._last_latency_ns = None
             self._last_seq.clear()
 
@@ -244,7 +259,8 @@ class StreamStats:
             last_latency_ms=NAN if last_latency is None else last_latency / NS_PER_MS,
             interval_ms=interval, jitter_ms=interval.std, max_abs_jitter_ms=max_abs_jitter, drops=drops,
             age_s=math.inf if last_arrival is None else (now_ns - last_arrival) / NS_PER_S,
-            expected_rate_hz=self.expected_rate_hz)
+            expected_rate_hz=self.expected_rate_hz, bad_stamps=self.stamps.by_kind(),
+            stamp_level=self.stamps.level(), sequence_resets=self.sequence_resets)
 
 
 @dataclass(frozen=True)
@@ -259,6 +275,8 @@ class StageSnapshot:
     age_s: float = math.inf
     malformed: int = 0
     engine_batch_size: Summary = Summary()   # frames in the GPU batch each frame ran in (stream_batcher)
+    bad_stamps: dict[str, int] = field(default_factory=dict)  # reports whose frame stamp was unusable
+    stamp_level: str = 'ok'
 
 
 class StageStats:
@@ -282,15 +300,20 @@ class StageStats:
         self.frames = 0
         self.malformed = 0
         self._last_arrival_ns: int | None = None
+        self.stamps = StampCheck()
 
     def record(self, now_ns: int, stamp_ns: int, batch_size: int, stages_ms: dict[str, float],
                engine_batch_size: float = NAN) -> None:
         """Note one report received at `now_ns`; `stamp_ns` 0 means the frame stamp is unknown;
         `engine_batch_size` NaN where the reporter does not batch across streams."""
+        # A frame stamp in the future, zero or far past would give a negative or absurd latency (which the
+        # tuner believed): it is counted as bad_stamp and its latency left out (NaN).
+        # (0 means "stamp unknown" in a stage report: neither a latency nor a bad stamp.)
+        sane = stamp_ns > 0 and self.stamps.observe(stamp_ns, now_ns) is StampKind.OK
         with self._lock:
             self._arrival.push(now_ns)
             self._engine_batch.push(engine_batch_size)
-            self._latency.push((now_ns - stamp_ns) / NS_PER_MS if stamp_ns > 0 else np.nan)
+            self._latency.push(max(0.0, (now_ns - stamp_ns) / NS_PER_MS) if sane else np.nan)
             self._batch.push(batch_size)
             total = 0.0
             for name, value in stages_ms.items():
@@ -357,4 +380,5 @@ class StageStats:
             reports=reports, frames=frames, fps=fps, latency_ms=summarize(latency[in_window]),
             batch_size=summarize(batch), stages_ms=stage_summaries,
             age_s=math.inf if last is None else (now_ns - last) / NS_PER_S, malformed=malformed,
-            engine_batch_size=summarize(engine_batch[in_window]))
+            engine_batch_size=summarize(engine_batch[in_window]),
+            bad_stamps=self.stamps.by_kind(), stamp_level=self.stamps.level())

@@ -6,8 +6,10 @@ is the expensive part, so it runs only every `rescan_s` seconds; between scans t
 re-read directly.
 
 A process pattern matches a process when it equals the process id (`pid:1234` or `1234`), or is a
-substring of its name or of its command line joined by spaces (e.g. `perf_monitor` matches
-`python3 .../lib/isaac_perf/perf_monitor --ros-args ...`).
+substring of one of the names the process runs under: its process name, its program (argv[0]), the
+script or `-m` module a Python interpreter runs, and a `__node:=` remapping (e.g. `perf_monitor` matches
+`python3 .../lib/isaac_perf/perf_monitor --ros-args ...`). The rest of the command line is not searched:
+an editor or a test runner with `qos_tuner` among its arguments is not a qos_tuner.
 """
 from __future__ import annotations
 
@@ -50,6 +52,32 @@ class SystemSample:
         return max(self.per_core_percent, default=NAN)
 
 
+def pattern_error(patterns: Sequence[str]) -> str:
+    """'' when every pattern is usable, else what is wrong with the first bad one."""
+    for pattern in patterns:
+        if pattern.startswith('pid:') and not pattern[4:].isdigit():
+            return (f'process_patterns entry {pattern!r}: pid: must be followed by a process id '
+                    '(pid:1234); to match by name drop the pid: prefix')
+    return ''
+
+
+def run_names(name: str, argv: Sequence[str]) -> list[str]:
+    """The names a process runs under (see the module docstring), from its name and argv."""
+    names = [name]
+    if argv:
+        names.append(os.path.basename(argv[0]))
+        if 'python' in os.path.basename(argv[0]):
+            rest = list(argv[1:])
+            while rest and rest[0].startswith('-') and rest[0] != '-m':
+                rest.pop(0)
+            if rest[:1] == ['-m'] and len(rest) > 1:
+                names += [rest[1], rest[1].rsplit('.', 1)[-1]]
+            elif rest:
+                names.append(os.path.basename(rest[0]))
+        names += [a.split(':=', 1)[1] for a in argv if a.startswith('__node:=')]
+    return [n for n in names if n]
+
+
 def _pid_pattern(pattern: str) -> int | None:
     text = pattern[4:] if pattern.startswith('pid:') else pattern
     return int(text) if text.isdigit() else None
@@ -71,11 +99,11 @@ class SystemSampler:
         self._matches = {p: [] for p in self.patterns}
         self._last_scan_ns = None
 
-    def _matches_pattern(self, pattern: str, proc: psutil.Process, cmdline: str) -> bool:
+    def _matches_pattern(self, pattern: str, proc: psutil.Process, cmdline: list[str]) -> bool:
         pid = _pid_pattern(pattern)
         if pid is not None:
             return proc.pid == pid
-        return pattern in proc.info['name'] or pattern in cmdline
+        return any(pattern in name for name in run_names(proc.info['name'] or '', cmdline))
 
     def _scan(self) -> None:
         """Find the processes matching each pattern (expensive: reads every process once)."""
@@ -84,7 +112,7 @@ class SystemSampler:
         for proc in psutil.process_iter(['name', 'cmdline']):
             if self.exclude_self and proc.pid == me:
                 continue
-            cmdline = ' '.join(proc.info['cmdline'] or ())
+            cmdline = list(proc.info['cmdline'] or ())
             for pattern in self.patterns:
                 if self._matches_pattern(pattern, proc, cmdline):
                     matches[pattern].append(proc.pid)

@@ -4,8 +4,10 @@ No ROS here: isaac_perf/nodes/qos_tuner.py declares the table and builds its con
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
+from isaac_perf.core.output_paths import OutputPathError, check_writable
 from isaac_perf.core.params import ParamSpec
 from isaac_perf.core.tuning.controller import RealtimeController
 from isaac_perf.core.tuning.knobs import DEFAULT_KNOBS, KNOBS, Knob, Requirements
@@ -91,8 +93,13 @@ PARAMS: list[ParamSpec] = [
               'requested deadline to 1.5 periods when their publishers offer one.', min=0.0, max=1e6),
     ParamSpec('graph_check_period_s', 2.0, 'Seconds between QoS compatibility checks of the watched topics.',
               min=0.1, max=3600.0),
+    ParamSpec('output_dir', '~/.ros/isaac_perf',
+              'The only folder this node writes into (read-only: set at start-up). output_config_path is '
+              'resolved inside it; `..`, paths outside it and files it did not write are refused.',
+              read_only=True),
     ParamSpec('output_config_path', '',
-              "Where to write the tuned parameters (ROS 2 params YAML); '' = nowhere."),
+              "Where to write the tuned parameters (ROS 2 params YAML), a file name inside output_dir (or an "
+              "absolute path inside it); '' = nowhere."),
     ParamSpec('service_timeout_s', 3.0, 'Seconds to wait for the target to answer a parameter request.',
               min=0.1, max=600.0),
     ParamSpec('diagnostics_period_s', 1.0, 'Period of the /diagnostics status of this node (read at start).',
@@ -113,7 +120,16 @@ def cross_check(values: dict[str, Any]) -> list[str]:
             errors.append(f'{low}={values[low]} is above {high}={values[high]}')
     if values['margin'] > values['headroom']:
         errors.append(f'margin={values["margin"]} must not exceed headroom={values["headroom"]}')
+    if values['output_config_path']:
+        try:
+            check_writable(output_dir(values), values['output_config_path'], 'output_config_path')
+        except OutputPathError as exc:
+            errors.append(str(exc))
     return errors
+
+
+def output_dir(values: dict[str, Any]) -> str:
+    return os.path.expanduser(values['output_dir'])
 
 
 def controller_from(values: dict[str, Any], knobs: list[Knob]) -> RealtimeController:
