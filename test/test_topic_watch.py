@@ -63,13 +63,14 @@ def test_watch_made_before_its_publisher_is_recreated_reliable_and_counts_every_
 
 
 PUBLISHER = textwrap.dedent('''
-    import json, sys, time
+    import json, os, sys, time
     import numpy as np
     import rclpy
     from rclpy.node import Node
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
     topic, reliability, n, rate = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+    stop_file = sys.argv[5]   # the test creates it once enough frames arrived (best effort loses most)
     rclpy.init()
     node = Node('watch_test_image_pub')
     qos = QoSProfile(depth=10 if reliability == 'reliable' else 5, reliability=ReliabilityPolicy.RELIABLE
@@ -84,6 +85,8 @@ PUBLISHER = textwrap.dedent('''
     times = []
     start = time.monotonic()
     for k in range(n):
+        if os.path.exists(stop_file):
+            break
         time.sleep(max(0.0, start + k / rate - time.monotonic()))
         now = time.time_ns()
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(now, 1_000_000_000)
@@ -95,7 +98,7 @@ PUBLISHER = textwrap.dedent('''
 
 
 @pytest.mark.parametrize('reliability', ['reliable', 'best_effort'])
-def test_large_image_from_another_process_read_within_2_percent(ros_context, spin, reliability):
+def test_large_image_from_another_process_read_within_2_percent(ros_context, spin, reliability, tmp_path):
     """640x480 rgb8 (900 KiB, over Fast DDS's 512 KiB shared-memory segment) from a separate process.
 
     The publisher's true rate is measured by the publisher itself; the monitor's publisher rate must be
@@ -103,8 +106,12 @@ def test_large_image_from_another_process_read_within_2_percent(ros_context, spi
     sequence numbers still reads true, and received + lost adds up to what was sent.
     """
     topic = f'/watch_test/image_{reliability}'
-    frames, rate = 60, 20.0
-    proc = subprocess.Popen([sys.executable, '-c', PUBLISHER, topic, reliability, str(frames), str(rate)],
+    # Reliable: exactly 60 frames, all must arrive. Best effort over Fast DDS defaults loses 65-98 % of
+    # these frames (more on a loaded box), so the publisher goes on until 10 have arrived (or 1500 sent).
+    frames, rate = (60, 20.0) if reliability == 'reliable' else (1500, 20.0)
+    stop_file = tmp_path / 'enough'
+    proc = subprocess.Popen([sys.executable, '-c', PUBLISHER, topic, reliability, str(frames), str(rate),
+                             str(stop_file)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     node, helper, watch = make_watch(ros_context, topic, depth=100)
     executor = SingleThreadedExecutor(context=ros_context)
@@ -114,17 +121,22 @@ def test_large_image_from_another_process_read_within_2_percent(ros_context, spi
                     and node.count_publishers(topic) == 1, 20.0), 'the publisher never appeared'
         watch.refresh_qos()
         assert watch.qos_reliability == reliability
-        assert spin(executor, lambda: watch.drain() >= 0 and proc.poll() is not None, 40.0)
+        def arrived_enough_or_done() -> bool:
+            watch.drain()
+            if reliability != 'reliable' and watch.greenwave.snapshot(time.time_ns()).count >= 10:
+                stop_file.touch()
+            return proc.poll() is not None
+        assert spin(executor, arrived_enough_or_done, 100.0)
         watch.drain()
         out, err = proc.communicate(timeout=10)
         assert proc.returncode == 0, err[-2000:]
         sent = json.loads(out.strip().splitlines()[-1])
         true_rate = (len(sent) - 1) * S / (sent[-1] - sent[0])
         snap = watch.greenwave.snapshot(time.time_ns())
-        print(f'{reliability}: {snap.count} of {frames} arrived, publisher rate '
+        print(f'{reliability}: {snap.count} of {len(sent)} arrived, publisher rate '
               f'{snap.publisher_rate_hz:.3f} Hz vs true {true_rate:.3f} Hz, '
               f'loss {snap.transport_loss_fraction:.1%}')
-        assert snap.count >= 2, f'{snap.count} of {frames} frames arrived'
+        assert snap.count >= 2, f'{snap.count} of {len(sent)} frames arrived'
         assert snap.publisher_rate_hz == pytest.approx(true_rate, rel=0.02)
         # Between the first and last frame that arrived, what was sent = what arrived + the sequence gaps.
         assert snap.sequence_resets == 0
