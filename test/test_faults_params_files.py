@@ -140,6 +140,51 @@ def test_unwritable_model_cache_names_isaac_perf_cache(monkeypatch, tmp_path):
         model_path({'model': 'detector', 'model_file_path': '', 'input_width': 64, 'input_height': 64})
 
 
+
+@pytest.mark.parametrize(('damage', 'why'), [
+    ('truncate', 'its size does not match the sidecar (truncated or replaced)'),
+    ('flip', 'its checksum does not match the sidecar (corrupt or replaced)'),
+    ('no_sidecar', 'its metadata sidecar is missing'),
+])
+def test_damaged_cached_model_is_rebuilt_with_one_warning(tmp_path, caplog, damage, why):
+    """Item 10: a truncated cached model was trusted (the cache looked only at the file name)."""
+    onnx = pytest.importorskip('onnx')
+    from isaac_perf.core.inference.models import resolve_model
+    path = resolve_model('detector', cache_dir=tmp_path, height=64, width=64, num_classes=2)
+    good = path.read_bytes()
+    if damage == 'truncate':
+        path.write_bytes(good[:len(good) // 2])
+    elif damage == 'flip':
+        path.write_bytes(good[:100] + bytes([good[100] ^ 0xFF]) + good[101:])
+    else:
+        (tmp_path / (path.name + '.json')).unlink()
+    with caplog.at_level('WARNING', logger='isaac_perf.models'):
+        again = resolve_model('detector', cache_dir=tmp_path, height=64, width=64, num_classes=2)
+    assert again == path and path.read_bytes() == good
+    onnx.checker.check_model(onnx.load(str(path)))
+    lines = [r.getMessage() for r in caplog.records if r.name == 'isaac_perf.models']
+    assert lines == [f'cached model {path} is not trusted, rebuilding it: {why}']
+    caplog.clear()
+    with caplog.at_level('WARNING', logger='isaac_perf.models'):  # now whole again: reused, no warning
+        mtime = path.stat().st_mtime_ns
+        assert resolve_model('detector', cache_dir=tmp_path, height=64, width=64, num_classes=2) == path
+    assert path.stat().st_mtime_ns == mtime and not caplog.records
+
+
+def test_cached_model_built_for_other_parameters_is_not_reused(tmp_path, caplog):
+    """The sidecar's key is checked too: a file renamed into another model's name is rebuilt."""
+    from isaac_perf.core.inference.models import build_detector
+    a = build_detector(64, 64, num_classes=2, cache_dir=tmp_path)
+    b = build_detector(64, 64, num_classes=3, cache_dir=tmp_path)
+    b_bytes = b.read_bytes()
+    for suffix in ('', '.json'):
+        (tmp_path / (b.name + suffix)).write_bytes((tmp_path / (a.name + suffix)).read_bytes())
+    with caplog.at_level('WARNING', logger='isaac_perf.models'):
+        assert build_detector(64, 64, num_classes=3, cache_dir=tmp_path) == b
+    assert b.read_bytes() == b_bytes
+    assert 'it was built for num_classes=2, not 3' in caplog.text
+
+
 def _model_with_inputs(path, inputs):
     onnx = pytest.importorskip('onnx')
     from onnx import helper

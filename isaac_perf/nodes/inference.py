@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float32MultiArray, Float64MultiArray
@@ -61,7 +60,6 @@ from isaac_perf.core.pipeline_graph import output_topics
 from isaac_perf.core.telemetry import stage_times
 from isaac_perf.core.telemetry.alerts import Level
 from isaac_perf.core.telemetry.health import Status
-from isaac_perf.core.telemetry.stamps import PublisherGaps
 from isaac_perf.ros import executors
 from isaac_perf.ros.conversions import (
     check_model_image,
@@ -75,6 +73,7 @@ from isaac_perf.ros.log import LogLimiter
 from isaac_perf.ros.node_main import StartupError, run_node
 from isaac_perf.ros.params import declare_params
 from isaac_perf.ros.qos import qos_from_name, qos_name_error
+from isaac_perf.ros.receipt import ReceiptLosses
 
 NODE_NAME = 'inference_node'
 IMAGE_TYPE = 'sensor_msgs/msg/Image'
@@ -175,9 +174,7 @@ class InferenceNode(Node):
         # Frames that never reached this node: gaps in each publisher's sequence numbers (DDS history
         # overwritten, network loss) and the middleware's message-lost event. Frames that did reach it
         # are processed, dropped by cause, or pending (queued or in the engine): every one is counted.
-        self.transport_gaps = PublisherGaps()
-        self.lost_in_middleware = 0
-        self.message_lost_event = 'subscribed'
+        self.losses = ReceiptLosses()
         self._log = LogLimiter(self.get_logger())
         self.batches = 0
         self.drops = DropCounter()
@@ -234,25 +231,8 @@ class InferenceNode(Node):
     def _subscribe(self, index: int, topic: str, qos: Any) -> Any:
         """An image subscription that also reports what the middleware lost: the message-lost event where
         the RMW offers it, and gaps in each publisher's sequence numbers (message info) always."""
-        def on_image(msg: Image, info: Any) -> None:
-            gid = info.get('publisher_gid') if isinstance(info, dict) else None
-            key = (index, bytes(gid['data']) if isinstance(gid, dict) and 'data' in gid else None)
-            seq = info.get('publication_sequence_number') if isinstance(info, dict) else None
-            with self._lock:
-                self.transport_gaps.observe(key, seq)
-            self._on_image(msg, index)
-
-        def on_lost(event: Any) -> None:
-            with self._lock:
-                self.lost_in_middleware += int(getattr(event, 'total_count_change', 0))
-
-        try:
-            return self.create_subscription(
-                Image, topic, on_image, qos, callback_group=self._input_group,
-                event_callbacks=SubscriptionEventCallbacks(message_lost=on_lost))
-        except UnsupportedEventTypeError:
-            self.message_lost_event = 'not offered by this middleware'
-            return self.create_subscription(Image, topic, on_image, qos, callback_group=self._input_group)
+        return self.losses.subscribe(self, Image, topic, lambda msg: self._on_image(msg, index), qos,
+                                     source=index, callback_group=self._input_group)
 
     def _on_change(self, changes: dict[str, Any]) -> None:
         self._values.update(changes)
@@ -475,10 +455,7 @@ class InferenceNode(Node):
                 'total_dropped_frames': self.drops.total,
                 **{f'dropped_{k}': v for k, v in self.drops.by_reason.items()},
                 'frames_pending': self.frames_received - self.frames_processed - self.drops.total,
-                'frames_lost_before_receipt': self.transport_gaps.dropped,
-                'frames_lost_middleware_event': self.lost_in_middleware,
-                'publisher_restarts': self.transport_gaps.resets,
-                'message_lost_event': self.message_lost_event,
+                **self.losses.values(),
             })
             drops = dict(self.drops.by_reason)
         engine = self._engine

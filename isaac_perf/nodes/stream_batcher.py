@@ -77,6 +77,7 @@ from isaac_perf.ros.diagnostics import Updater
 from isaac_perf.ros.node_main import StartupError, run_node
 from isaac_perf.ros.params import declare_params
 from isaac_perf.ros.qos import qos_from_name
+from isaac_perf.ros.receipt import ReceiptLosses
 
 __all__ = ['PARAMS', 'StreamBatcher', 'cross_check', 'main', 'result_topic']
 
@@ -139,6 +140,11 @@ class StreamBatcher(Node):
         self.bad_input = 0
         self.results_published = 0
         self.failed_frames = 0
+        self.unpublished = 0  # results of a camera whose publisher is gone (dropped, counted)
+        # Frames lost before receipt (publisher sequence gaps, the middleware's message-lost event), as
+        # inference_node counts them: published = received + lost before receipt, and received =
+        # published results + dropped + pending.
+        self.losses = ReceiptLosses()
         self.engine_error = ''
         self.last_error = ''
         self.engine_ready = threading.Event()
@@ -237,7 +243,7 @@ class StreamBatcher(Node):
                         self.destroy_publisher(old)
                     self._result_pubs[topic] = self.create_publisher(Float32MultiArray, out, 10)
             self._subscriptions = [
-                self.create_subscription(Image, topic, self._make_callback(topic), qos)
+                self.losses.subscribe(self, Image, topic, self._make_callback(topic), qos, source=topic)
                 for topic in topics] if self._listening else []
         for topic in topics:
             self.batcher.add_camera(topic)
@@ -393,6 +399,8 @@ class StreamBatcher(Node):
                 pub = self._result_pubs.get(r.camera)
                 index = self._camera_index.get(r.camera, -1)
             if pub is None:
+                with self._lock:
+                    self.unpublished += 1
                 continue
             pub.publish(results_message(r.result))
             dropped = stats[r.camera].dropped if r.camera in stats else 0
@@ -433,9 +441,11 @@ class StreamBatcher(Node):
     def diagnostics_values(self) -> dict[str, Any]:
         with self._lock:
             received, published = self.frames_received, self.results_published
-            bad_input, failed = self.bad_input, self.failed_frames
+            bad_input, failed, unpublished = self.bad_input, self.failed_frames, self.unpublished
         values: dict[str, Any] = {'frames_received': received, 'results_published': published,
-                                  **batching_values(self.batcher, bad_input, failed)}
+                                  **batching_values(self.batcher, bad_input, failed, unpublished)}
+        values['frames_pending'] = received - published - values['total_dropped_frames']
+        values.update(self.losses.values())
         sched = self.pipeline.scheduler
         if sched is not None:
             values.update(scheduler_values(sched))

@@ -23,14 +23,16 @@ def _percentile_ms(delays_ns: Iterable[int], q: float) -> str:
     return f'{np.percentile(delays, q):.3f}' if delays.size else 'nan'
 
 
-def batching_values(batcher: DynamicBatcher, bad_input: int, failed_frames: int) -> dict[str, Any]:
-    """Drops by cause (overload = evicted from a full camera queue), batch statistics and the policy."""
+def batching_values(batcher: DynamicBatcher, bad_input: int, failed_frames: int,
+                    unpublished: int = 0) -> dict[str, Any]:
+    """Drops by cause (overload = evicted from a full camera queue; unpublished = a result whose camera's
+    publisher was gone), batch statistics and the policy."""
     stats = batcher.stats()
     delays = list(batcher.queue_delays_ns)
     values: dict[str, Any] = {
-        'total_dropped_frames': stats.dropped + bad_input + failed_frames,
+        'total_dropped_frames': stats.dropped + bad_input + failed_frames + unpublished,
         'dropped_overload': stats.dropped, 'dropped_bad_input': bad_input,
-        'dropped_engine_error': failed_frames,
+        'dropped_engine_error': failed_frames, 'dropped_unpublished': unpublished,
         'batches': stats.batches, 'batch_size_mean': f'{stats.mean_batch_size:.2f}',
         'batch_sizes': ' '.join(f'{k}:{n}' for k, n in sorted(stats.batch_sizes.items())),
         'batch_reasons': ' '.join(f'{k}:{n}' for k, n in sorted(stats.reasons.items())),

@@ -11,14 +11,16 @@ Two models cover what the pipeline needs:
 
 Weights come from a seeded numpy generator, so the same parameters always give the same file, and
 BatchNormalization layers carry non-trivial statistics so that BN folding in a backend is really tested.
-Files are cached by their parameters (``~/.cache/isaac_perf/models`` unless a directory is given) and
-written atomically, so a half-written file is never picked up.
+Files are cached by their parameters (``~/.cache/isaac_perf/models`` unless a directory is given), written
+atomically with a checksum sidecar (the artefact cache's, :mod:`isaac_perf.core.inference.engines.cache`),
+so a half-written, truncated or corrupt file is rebuilt (with a warning), never picked up.
 
 :func:`model_flops` counts the multiply-accumulates of any ONNX file (Conv, Gemm, MatMul, ConvTranspose)
 from shape inference; benchmarks quote FLOPs = 2 x MACs.
 """
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -220,17 +222,42 @@ def make_detector(height: int = 320, width: int = 320, num_classes: int = 80, se
                    f'{layout.num_anchors} anchors, seed {seed}')
 
 
-def _atomic_save(model, path: Path) -> None:
+def _atomic_save(model, path: Path, key: dict) -> None:
+    """Write `model` to `path` with the artefact cache's checksum sidecar (engines/cache.py).
+
+    The file is moved into place whole (readers see the old file or the new one, never half of it) and
+    the sidecar is written last, so a crash or a truncation later is caught by validate_artifact().
+    """
     import onnx
+
+    from isaac_perf.core.inference.engines.cache import write_artifact
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix='.tmp', dir=path.parent)
     os.close(fd)
     try:
         onnx.save(model, tmp)
-        os.replace(tmp, path)  # readers see the old file or the whole new one, never half of it
+        write_artifact(tmp, str(path), key)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _cached(path: Path, key: dict, make, force: bool) -> Path:
+    """`path` when its sidecar vouches for it (same builder key, size and SHA-256); else build it again.
+
+    A cached file that is truncated, corrupt, replaced or has no sidecar is rebuilt, with one warning
+    saying why: it is never trusted on its name alone.
+    """
+    from isaac_perf.core.inference.engines.cache import validate_artifact
+    if not force:
+        why = validate_artifact(str(path), key)
+        if why is None:
+            return path
+        if path.exists():
+            logging.getLogger('isaac_perf.models').warning(
+                'cached model %s is not trusted, rebuilding it: %s', path, why)
+    _atomic_save(make(), path, key)
+    return path
 
 
 def build_resnet50(image_size: int = 224, num_classes: int = 1000, seed: int = 0,
@@ -238,9 +265,9 @@ def build_resnet50(image_size: int = 224, num_classes: int = 1000, seed: int = 0
     """Write (or reuse) the ResNet-50 ONNX file for these parameters; returns its path."""
     d = Path(cache_dir) if cache_dir else default_cache_dir()
     path = d / f'resnet50_{image_size}px_{num_classes}c_seed{seed}_v{BUILDER_VERSION}.onnx'
-    if force or not path.is_file():
-        _atomic_save(make_resnet50(image_size, num_classes, seed), path)
-    return path
+    key = {'model': 'resnet50', 'builder_version': BUILDER_VERSION, 'image_size': image_size,
+           'num_classes': num_classes, 'seed': seed}
+    return _cached(path, key, lambda: make_resnet50(image_size, num_classes, seed), force)
 
 
 def build_detector(height: int = 320, width: int = 320, num_classes: int = 80, seed: int = 0,
@@ -248,9 +275,9 @@ def build_detector(height: int = 320, width: int = 320, num_classes: int = 80, s
     """Write (or reuse) the detector ONNX file for these parameters; returns its path."""
     d = Path(cache_dir) if cache_dir else default_cache_dir()
     path = d / f'detector_{height}x{width}_{num_classes}c_seed{seed}_v{BUILDER_VERSION}.onnx'
-    if force or not path.is_file():
-        _atomic_save(make_detector(height, width, num_classes, seed), path)
-    return path
+    key = {'model': 'detector', 'builder_version': BUILDER_VERSION, 'height': height, 'width': width,
+           'num_classes': num_classes, 'seed': seed}
+    return _cached(path, key, lambda: make_detector(height, width, num_classes, seed), force)
 
 
 def resolve_model(model: str, cache_dir: str | os.PathLike | None = None, **params) -> Path:
