@@ -40,7 +40,7 @@ def test_bench_end_to_end(ros_context, tmp_path):
         m = it['metrics']
         assert set(BASIC_METRICS) | set(EXTRA_METRICS) <= set(m)
         assert m['NUM_FRAMES_SENT'] == 6  # 4 Hz x 1.5 s
-        assert 1 <= m['NUM_FRAMES_RECEIVED'] <= m['NUM_FRAMES_SENT']
+        assert m['NUM_FRAMES_RECEIVED'] >= 1 and m['NUM_FRAMES_RECEIVED'] <= m['NUM_FRAMES_SENT']
         assert m['NUM_MISSED_FRAMES'] == m['NUM_FRAMES_SENT'] - m['NUM_FRAMES_RECEIVED']
         # A frame counts only if it arrives within the run (1.5 s) plus the harness's drain (at most 3 s).
         assert 0 < m['MIN_LATENCY'] <= m['P50_LATENCY'] <= m['P99_LATENCY'] <= m['MAX_LATENCY'] <= 4500
