@@ -289,9 +289,8 @@ def measure(group: Group, spec: dict[str, Any], args: argparse.Namespace, t0_ns:
         c0, w0 = cpu_seconds(pids), time.time_ns()
         spy = None
         if args.py_spy and worker_name:
-            local = Path(sys.executable).parent / 'py-spy'
             spy = subprocess.Popen(
-                [str(local) if local.exists() else 'py-spy', 'record', '-d', str(args.py_spy), '-r', '100',
+                [py_spy_command(), 'record', '-d', str(args.py_spy), '-r', '100',
                  '-f', 'speedscope', '-o', str(group.logs / f'{worker_name}.speedscope.json'),
                  '-p', str(pids[worker_name]), '--threads', '--idle'],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -646,8 +645,18 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def py_spy_command() -> str | None:
+    """py-spy beside this Python, else on PATH; None when neither exists."""
+    local = Path(sys.executable).parent / 'py-spy'
+    return str(local) if local.exists() else shutil.which('py-spy')
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.py_spy and py_spy_command() is None:
+        print('launch_pipeline: --py-spy needs py-spy (pip install py-spy) beside this Python or on PATH',
+              file=sys.stderr)
+        return 2
     if args.role:
         spec = json.loads(Path(args.spec).read_text())
         return role_observe(spec) if args.role == 'observe' else role_publish(spec)
