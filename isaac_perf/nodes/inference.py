@@ -156,6 +156,9 @@ class InferenceNode(Node):
         super().__init__(kwargs.pop('node_name', NODE_NAME), **kwargs)
         # Everything destroy_node() touches exists before anything can fail.
         self._lock = threading.Lock()  # guards queues, counters and the publisher table
+        # Held while the worker publishes and while _create_io replaces the publishers: a topic change at
+        # run time must not destroy a publisher under a publish() (InvalidHandle). Taken before _lock.
+        self._publish_lock = threading.Lock()
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._worker: threading.Thread | None = None
@@ -209,7 +212,7 @@ class InferenceNode(Node):
     # -- set-up -------------------------------------------------------------------------------------
 
     def _create_io(self) -> None:
-        with self._lock:
+        with self._publish_lock, self._lock:
             for sub in self._subscriptions:
                 self.destroy_subscription(sub)
             for pub in self._result_publishers:
@@ -394,27 +397,28 @@ class InferenceNode(Node):
             self._report_error('engine_error', f'inference failed, {len(batch)} frame(s) dropped: '
                                f'{type(exc).__name__}: {exc}')
             return
-        post_start = time.perf_counter()
-        with self._lock:
-            publishers = list(self._result_publishers)
-            stage_publisher = self._stage_publisher
-        for pending, result in zip(batch, results, strict=True):
-            if pending.input_index < len(publishers):
-                publishers[pending.input_index].publish(results_message(result))
-        publish_ms = (time.perf_counter() - post_start) * 1e3
-        for pending in batch:
-            stamp_ns = stamp_to_ns(pending.msg.header.stamp)
-            # One report per frame: batch_size counts the frames a report covers (the monitor sums it
-            # for FPS), so it is 1 here; the engine's batch size is in /diagnostics.
-            report = stage_times.StageReport(stamp_ns=stamp_ns, batch_size=1, stages_ms={
-                'transport': max(0.0, (pending.received_ns - stamp_ns) / 1e6) if stamp_ns else 0.0,
-                'queue': max(0.0, (start_ns - pending.received_ns) / 1e6),
-                'pre': stages['pre'], 'infer': stages['infer'], 'post': stages['post'] + publish_ms})
-            stage_publisher.publish(stage_message(report))
+        with self._publish_lock:
+            post_start = time.perf_counter()
             with self._lock:
-                for name, value in report.stages_ms.items():
-                    self._stage_sum[name] += value
-                self._stage_count += 1
+                publishers = list(self._result_publishers)
+                stage_publisher = self._stage_publisher
+            for pending, result in zip(batch, results, strict=True):
+                if pending.input_index < len(publishers):
+                    publishers[pending.input_index].publish(results_message(result))
+            publish_ms = (time.perf_counter() - post_start) * 1e3
+            for pending in batch:
+                stamp_ns = stamp_to_ns(pending.msg.header.stamp)
+                # One report per frame: batch_size counts the frames a report covers (the monitor sums it
+                # for FPS), so it is 1 here; the engine's batch size is in /diagnostics.
+                report = stage_times.StageReport(stamp_ns=stamp_ns, batch_size=1, stages_ms={
+                    'transport': max(0.0, (pending.received_ns - stamp_ns) / 1e6) if stamp_ns else 0.0,
+                    'queue': max(0.0, (start_ns - pending.received_ns) / 1e6),
+                    'pre': stages['pre'], 'infer': stages['infer'], 'post': stages['post'] + publish_ms})
+                stage_publisher.publish(stage_message(report))
+                with self._lock:
+                    for name, value in report.stages_ms.items():
+                        self._stage_sum[name] += value
+                    self._stage_count += 1
         with self._lock:
             self.frames_processed += len(batch)
             self.results_published += len(batch)
