@@ -54,6 +54,7 @@ QUICK_ROWS = 'inference:2x320x240,stream_batcher:2x320x240'
 WORKERS = {'inference': ('isaac_perf.nodes.inference', 'inference_node'),
            'stream_batcher': ('isaac_perf.nodes.stream_batcher', 'stream_batcher')}
 DDS_CONFIGS = ('default', 'profile', 'large_data')
+TRANSPORTS = ('dds', 'zero_copy')
 ERROR_LINE = re.compile(r'\[ERROR\]|Traceback|exception was never retrieved|Failed to publish|'
                         r'Segmentation fault|core dumped', re.IGNORECASE)
 ENGINE_READY = re.compile(r'engine ready in ([0-9.]+) s')
@@ -65,6 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument('--rows', help=f'worker:CAMSxWxH,... (default {GPU_ROWS}; --quick {QUICK_ROWS})')
     p.add_argument('--dds', default='default,profile',
                    help=f'DDS configurations, of {", ".join(DDS_CONFIGS)} or xml=PATH')
+    p.add_argument('--transport', default='dds,zero_copy',
+                   help=f'frame transports of the pipeline rows, of {", ".join(TRANSPORTS)}: dds = plain '
+                   'sensor_msgs/Image (zero_copy false on both ends), zero_copy = shared-memory frames')
     p.add_argument('--sections', default='pipeline,ceiling,limit', help='which of pipeline,ceiling,limit')
     p.add_argument('--rate', type=float, help='frames per second per camera (default 30; --quick 10)')
     p.add_argument('--duration', type=float, help='measured seconds per run (default 10; --quick 5)')
@@ -147,7 +151,7 @@ def dds_environment(config: str, base: dict[str, str] | None = None) -> dict[str
 # ------------------------------------------------------------------------------- node parameters
 
 def launched_nodes(args: argparse.Namespace, worker: str, cams: int, width: int, height: int,
-                   model_dir: Path) -> list[Any]:
+                   model_dir: Path, zero_copy: bool = True) -> list[Any]:
     """The graph pipeline.launch.py / batcher.launch.py start (core.pipeline_graph), with this engine."""
     import yaml
 
@@ -159,19 +163,19 @@ def launched_nodes(args: argparse.Namespace, worker: str, cams: int, width: int,
         path = build_detector(64, 64, num_classes=4, cache_dir=model_dir)
         model = {'model': '', 'model_file_path': str(path), 'task': 'detection'}
     engine = {'backend': args.backend, 'enable_fp16': bool(args.fp16), 'cuda_graphs': bool(args.cuda_graphs),
-              **model, **({'device': 'cpu'} if args.quick else {})}
+              'zero_copy': zero_copy, **model, **({'device': 'cpu'} if args.quick else {})}
     for item in args.worker_param:
         name, _, text = item.partition('=')
         engine[name.strip()] = yaml.safe_load(text)
     if worker == 'inference':
         params = graph.pipeline_params(config_file('pipeline.yaml'), cameras=cams, rate=args.rate,
-                                       width=width, height=height)
+                                       width=width, height=height, zero_copy=zero_copy)
         params['inference_node'].update(engine)
         nodes = graph.pipeline_nodes(params, use_monitor=not args.no_monitor)
     else:  # batcher.launch.py's defaults
         batcher = {'max_batch_size': 8, 'max_queue_delay_ms': 5.0, 'num_streams': 2, **engine}
         nodes = graph.batcher_nodes(cams, args.rate, width, height, str(config_file('stream_batcher.yaml')),
-                                    str(config_file('perf_monitor.yaml')), batcher)
+                                    str(config_file('perf_monitor.yaml')), batcher, zero_copy=zero_copy)
         if args.no_monitor:
             nodes = [n for n in nodes if n.name != 'perf_monitor']
     return nodes
@@ -315,10 +319,11 @@ def measure(group: Group, spec: dict[str, Any], args: argparse.Namespace, t0_ns:
 
 
 def run_pipeline(args: argparse.Namespace, worker: str, cams: int, width: int, height: int, dds: str,
-                 logs: Path) -> dict[str, Any]:
+                 logs: Path, transport: str = 'dds') -> dict[str, Any]:
     from isaac_perf.core.pipeline_graph import process_command
     name = WORKERS[worker][1]
-    nodes = launched_nodes(args, worker, cams, width, height, logs.parent / 'models')
+    nodes = launched_nodes(args, worker, cams, width, height, logs.parent / 'models',
+                           zero_copy=transport == 'zero_copy')
     env = dds_environment(dds)
     if args.executor:
         env['ISAAC_PERF_EXECUTOR'] = args.executor
@@ -331,7 +336,32 @@ def run_pipeline(args: argparse.Namespace, worker: str, cams: int, width: int, h
         raw = measure(group, spec, args, t0, name)
     row = summarize_pipeline(raw, worker, name, cams, width, height, dds, args.rate)
     row['executor'] = args.executor or 'node default'
+    row['transport'] = transport
+    publisher_cpu_per_frame(row, width, height)
     return row
+
+
+def one_copy_ms(width: int, height: int, repeats: int = 20) -> float:
+    """The floor of publishing one rgb8 frame: one memcpy of its pixels here (median of `repeats`)."""
+    import numpy as np
+    src = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    dst = np.empty_like(src)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        np.copyto(dst, src)
+        times.append(time.perf_counter() - t)
+    return 1e3 * float(np.median(times))
+
+
+def publisher_cpu_per_frame(row: dict[str, Any], width: int, height: int) -> None:
+    """image_source's CPU per offered frame, beside the cost of one copy of the pixels."""
+    cpu = row.get('cpu_percent', {}).get('image_source')
+    offered = row.get('offered_fps')
+    if cpu is None or not offered or not math.isfinite(offered):
+        return
+    row['publisher_cpu_ms_per_frame'] = round(10 * cpu / offered, 3)  # % of a core / fps -> ms per frame
+    row['one_copy_ms'] = round(one_copy_ms(width, height), 3)
 
 
 def run_ceiling(args: argparse.Namespace, worker: str, cams: int, width: int, height: int, dds: str,
@@ -456,8 +486,13 @@ def summarize_pipeline(raw: dict[str, Any], worker: str, name: str, cams: int, w
         return row
     w0, w1 = raw['window_ns']
     span = (w1 - w0) / 1e9
-    reports = [r for r in obs.get('reports', []) if w0 <= r[0] <= w1]
+    all_reports = obs.get('reports', [])
+    transport_ms = obs.get('transport_ms', [])
+    inside = [i for i, r in enumerate(all_reports) if w0 <= r[0] <= w1]
+    reports = [all_reports[i] for i in inside]
     latency = [(arrival - stamp) / 1e6 for stamp, arrival, _ in reports]
+    if len(transport_ms) == len(all_reports):
+        row['transport_ms'] = percentiles([transport_ms[i] for i in inside])
     diags = obs.get('diagnostics', [])
     offered, offered_n = diag_rate(diags, ': frames', 'frames_published', w0, w1)
     status = ': inference' if worker == 'inference' else ': stream_batcher'
@@ -521,6 +556,7 @@ def role_observe(spec: dict[str, Any]) -> int:
         def __init__(self) -> None:
             super().__init__('launch_bench_observer')
             self.reports: list[tuple[int, int, int]] = []
+            self.transport_ms: list[float] = []  # parallel to reports (stage reports that carry it)
             self.diagnostics: list[dict[str, Any]] = []
             self.marker = Path(spec['marker'])
             if spec['kind'] == 'stage':
@@ -547,6 +583,8 @@ def role_observe(spec: dict[str, Any]) -> int:
             stamp = int(msg.data[0]) * 1_000_000_000 + int(msg.data[1])
             cam = int(msg.data[labels.index('camera_index')]) if 'camera_index' in labels else -1
             self.reports.append((stamp, arrival, cam))
+            if 'transport_ms' in labels:
+                self.transport_ms.append(float(msg.data[labels.index('transport_ms')]))
             self.first()
 
         def on_image(self, msg: Any, index: int) -> None:
@@ -562,8 +600,8 @@ def role_observe(spec: dict[str, Any]) -> int:
                                          'values': {kv.key: kv.value for kv in status.values}})
 
         def destroy_node(self) -> None:
-            Path(spec['data']).write_text(json.dumps({'reports': self.reports,
-                                                      'diagnostics': self.diagnostics}))
+            Path(spec['data']).write_text(json.dumps({
+                'reports': self.reports, 'transport_ms': self.transport_ms, 'diagnostics': self.diagnostics}))
             super().destroy_node()
 
     from isaac_perf.ros import executors
@@ -612,8 +650,10 @@ def role_publish(spec: dict[str, Any]) -> int:
 # ---------------------------------------------------------------------------------------- output
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = (f"{'section':8} {'worker':14} {'cams':>4} {'size':>9} {'dds':10} {'offered':>7} {'deliv':>7} "
-            f"{'%':>5} {'p50':>6} {'p90':>6} {'p99':>7} {'max':>7} {'first s':>7} {'drops':>22} "
+    head = (f"{'section':8} {'worker':14} {'cams':>4} {'size':>9} {'dds':10} {'path':9} {'offered':>7} "
+            f"{'deliv':>7} "
+            f"{'%':>5} {'p50':>6} {'p90':>6} {'p99':>7} {'max':>7} {'tr p99':>6} {'first s':>7} "
+            f"{'drops':>22} "
             f"{'cpu %':>24} {'err':>3}")
     lines = [head, '-' * len(head)]
     for r in rows:
@@ -623,10 +663,11 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"{r['section']:8} {r.get('worker', ''):14} {r['cameras']:>4} {r['width']}x{r['height']:<4} "
             f"{r.get('dds', '-') + ('/' + r['executor'][:6] if r.get('executor') else ''):10} "
-            f"{_f(r.get('offered_fps')):>7} "
+            f"{r.get('transport', '-'):9} {_f(r.get('offered_fps')):>7} "
             f"{_f(r.get('delivered_fps', r.get('fps'))):>7} "
             f"{_f(r.get('delivered_percent'), 0):>5} {_f(lat.get('p50')):>6} {_f(lat.get('p90')):>6} "
-            f"{_f(lat.get('p99')):>7} {_f(lat.get('max')):>7} {_f(r.get('first_result_s')):>7} {drops:>22} "
+            f"{_f(lat.get('p99')):>7} {_f(lat.get('max')):>7} {_f(r.get('transport_ms', {}).get('p99')):>6} "
+            f"{_f(r.get('first_result_s')):>7} {drops:>22} "
             f"{cpu:>24} {r.get('error_lines', '')!s:>3}"
             + (f"  FAILED: {r['failure']}" if r.get('failure') else ''))
     return '\n'.join(lines)
@@ -679,19 +720,25 @@ def main(argv: list[str] | None = None) -> int:
         from isaac_perf.core.profiling.report import json_safe
         out.write_text(json.dumps(json_safe(result), indent=2) + '\n')
 
+    transports = [t.strip() for t in args.transport.split(',') if t.strip()]
+    bad = [t for t in transports if t not in TRANSPORTS]
+    if bad:
+        raise SystemExit(f'--transport {",".join(bad)}: use {", ".join(TRANSPORTS)}')
+    runs = [('ceiling', 'dds')] * ('ceiling' in sections) + [('pipeline', t) for t in transports] * (
+        'pipeline' in sections)
     for worker, cams, width, height in rows_spec:
         for dds in configs:
-            for section in ('ceiling', 'pipeline'):
-                if section not in sections:
-                    continue
-                logs = logs_root / f'{section}_{worker}_{cams}x{width}x{height}_{dds}'
+            for section, transport in runs:
+                logs = logs_root / f'{section}_{worker}_{cams}x{width}x{height}_{dds}_{transport}'
                 if logs.exists():
                     shutil.rmtree(logs)  # a stale marker or data file from an earlier run must not count
                 logs.mkdir(parents=True)
-                print(f'-- {section}: {worker} {cams}x{width}x{height} at {args.rate:g} Hz, dds={dds}',
-                      flush=True)
-                run = run_pipeline if section == 'pipeline' else run_ceiling
-                row = run(args, worker, cams, width, height, dds, logs)
+                print(f'-- {section}: {worker} {cams}x{width}x{height} at {args.rate:g} Hz, dds={dds}'
+                      + (f', transport={transport}' if section == 'pipeline' else ''), flush=True)
+                if section == 'pipeline':
+                    row = run_pipeline(args, worker, cams, width, height, dds, logs, transport)
+                else:
+                    row = run_ceiling(args, worker, cams, width, height, dds, logs)
                 row['logs'] = str(logs)
                 rows.append(row)
                 print(table([row]).splitlines()[-1], flush=True)

@@ -8,7 +8,7 @@ from isaac_perf.nodes import image_source, inference, perf_monitor
 OVERRIDES = {
     'inference_node': {'input_qos': 'SENSOR_DATA,reliable'},
     'perf_monitor': {
-        'watched_topics': ['/camera_0/image_raw', '/camera_0/image_raw/detections'],
+        'watched_topics': ['/camera_0/image_raw/zero_copy', '/camera_0/image_raw/detections'],
         'expected_rates_hz': [30.0, 0.0],
         'process_patterns': ['isaac-perf', 'perf_monitor', 'inference_node', 'image_source'],
     },

@@ -29,6 +29,11 @@ def test_pipeline_nodes_carry_the_wired_parameters(tmp_path):
     assert params['inference_node']['input_topics'] == ['/camera_0/image_raw', '/camera_1/image_raw']
     assert params['perf_monitor']['watched_topics'][-1] == '/extra'
     assert params['perf_monitor']['expected_rates_hz'] == [20.0, 20.0, 0.0, 0.0, 0.0]
+    assert params['perf_monitor']['watched_topics'][:2] == ['/camera_0/image_raw/zero_copy',
+                                                            '/camera_1/image_raw/zero_copy']
+    off = graph.pipeline_params(custom, zero_copy=False)
+    assert off['image_source']['zero_copy'] is False and off['inference_node']['zero_copy'] is False
+    assert off['perf_monitor']['watched_topics'][:2] == ['/camera_0/image_raw', '/camera_1/image_raw']
     nodes = graph.pipeline_nodes(params)
     assert [n.executable for n in nodes] == ['inference_node', 'image_source', 'perf_monitor']
     assert nodes[2].parameters == (params['perf_monitor'],)
@@ -44,7 +49,12 @@ def test_batcher_graph_subscribes_exactly_the_launched_cameras():
     topics = [f'/camera_{i}/image_raw' for i in range(3)]
     assert source.parameters[0]['camera_count'] == 3 and source.parameters[0]['rate_hz'] == 15.0
     assert batcher.parameters == (batcher_file, {'camera_topics': topics, 'max_batch_size': 4})
-    assert monitor.parameters[1]['watched_topics'] == topics + [f'{t}/detections' for t in topics]
+    # The monitor reads the cameras by descriptor (zero_copy): a plain watcher would cost the source a copy.
+    assert monitor.parameters[1]['watched_topics'] == [f'{t}/zero_copy' for t in topics] + [
+        f'{t}/detections' for t in topics]
+    plain = graph.batcher_nodes(3, 15, 320, 240, batcher_file, '', {}, zero_copy=False)
+    assert plain[0].parameters[0]['zero_copy'] is False
+    assert plain[2].parameters[1]['watched_topics'][:3] == topics
     assert monitor.parameters[1]['expected_rates_hz'] == [15.0]
     try:
         graph.batcher_nodes(0, 15, 320, 240, batcher_file, '', {})
@@ -67,7 +77,8 @@ def test_tuned_graph_applies_a_tuned_file_last_and_only_when_it_exists(tmp_path)
     assert nodes[1].parameters[-1] == str(tuned)
     tuner_params = nodes[3].parameters[1]
     assert tuner_params['target_node'] == '/stream_batcher' and tuner_params['cameras'] == 2
-    assert tuner_params['watch_topics'] == ['/camera_0/image_raw', '/camera_1/image_raw']
+    # The tuner watches the descriptor topics' QoS: a raw watcher on the plain ones would cost a copy.
+    assert tuner_params['watch_topics'] == ['/camera_0/image_raw/zero_copy', '/camera_1/image_raw/zero_copy']
     # settle >= the monitor's window + publish period, so a step only sees windows of its own setting
     monitor = nodes[2].parameters[1]
     assert tuner_params['settle_s'] >= monitor['window_s'] + monitor['publish_period_s']

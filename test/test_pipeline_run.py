@@ -29,7 +29,8 @@ def test_params_file_feeds_every_node_and_wires_topics(tmp_path):
     assert isinstance(source['rate_hz'], float)  # YAML/CLI ints become floats for float parameters
     assert infer['input_topics'] == topics
     assert infer['backend'] == 'onnxruntime' and infer['model'] == 'detector'
-    assert monitor['watched_topics'] == topics + [f'{t}/detections' for t in topics]
+    assert monitor['watched_topics'] == [f'{t}/zero_copy' for t in topics] + [
+        f'{t}/detections' for t in topics]
     assert monitor['expected_rates_hz'] == [12.0] * 3 + [0.0] * 3
     own = tmp_path / 'own.onnx'
     own.write_bytes(b'')

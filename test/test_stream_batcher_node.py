@@ -171,11 +171,11 @@ def test_bad_parameter_values_are_refused_and_reliability_change_recreates_subsc
         assert spin(executor, lambda: node._listening, 30.0), 'cameras never subscribed'
         executor.remove_node(node)
         executor.shutdown()
-        before = list(node._subscriptions)
+        before = list(node._frame_subs)
         assert before
         assert node.set_parameters([Parameter('input_reliability', value='best_effort')])[0].successful
-        assert node._subscriptions and all(s not in before for s in node._subscriptions)
-        info = node.get_subscriptions_info_by_topic(CAMS[0])
+        assert node._frame_subs and all(s not in before for s in node._frame_subs)
+        info = node.get_subscriptions_info_by_topic(CAMS[0] + '/zero_copy')  # the transport's descriptors
         assert info and info[0].qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
         assert node.set_parameters([Parameter('num_streams', value=3)])[0].successful
         deadline = time.monotonic() + 10

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from isaac_perf.core.paths import config_file
+from isaac_perf.core.transport.negotiation import descriptor_topic
 
 PIPELINE_NODES = ('image_source', 'inference_node', 'perf_monitor')
 CAMERA_PATTERN = '/camera_{i}/image_raw'
@@ -94,6 +95,14 @@ def camera_topics(values: Mapping[str, Any]) -> list[str]:
     return [pattern.replace('{i}', str(i)) for i in range(values['camera_count'])]
 
 
+def watched_frame_topics(topics: list[str], source: Mapping[str, Any]) -> list[str]:
+    """The camera topics a watcher (perf_monitor, qos_tuner) should read: with image_source's zero_copy on,
+    the descriptor topics, whose stamps are the frames' and whose messages are tiny; a watcher on the plain
+    topic would make the source fill a plain Image for it (core.transport.negotiation)."""
+    zero_copy = bool(source.get('zero_copy', package_defaults('image_source')['zero_copy']))
+    return [descriptor_topic(t) for t in topics] if zero_copy else list(topics)
+
+
 def output_topics(values: Mapping[str, Any]) -> list[str]:
     """inference_node's result topic of each input: <input>/detections, or output_topic with {i}."""
     inputs = [t for t in values['input_topics'] if t]  # '' entries stand for an empty list
@@ -132,7 +141,7 @@ def _apply_overrides(source: dict[str, Any], infer: dict[str, Any], backend: str
 
 def pipeline_params(config: str | Path, backend: str | None = None, model: str | None = None,
                     cameras: int | None = None, rate: float | None = None, width: int | None = None,
-                    height: int | None = None) -> dict[str, dict[str, Any]]:
+                    height: int | None = None, zero_copy: bool | None = None) -> dict[str, dict[str, Any]]:
     """Each node's parameters: the params file, the command-line overrides, and the wiring between them.
 
     The inference node always reads the image source's topics, and the monitor watches those cameras
@@ -141,14 +150,17 @@ def pipeline_params(config: str | Path, backend: str | None = None, model: str |
     params = load_params_file(config)
     source, infer, monitor = params['image_source'], params['inference_node'], params['perf_monitor']
     _apply_overrides(source, infer, backend, model, cameras, rate, width, height)
+    if zero_copy is not None:  # the frame transport, on both ends
+        source['zero_copy'] = infer['zero_copy'] = bool(zero_copy)
     topics = camera_topics({**package_defaults('image_source'), **source})
     infer['input_topics'] = topics
     results = output_topics({**package_defaults('inference_node'), **infer})
-    watched = topics + results
+    frames = watched_frame_topics(topics, source)
+    watched = frames + results
     watched += [t for t in monitor.get('watched_topics') or [] if t and t not in watched]  # the file's extras
     monitor['watched_topics'] = watched
     rate_hz = float(source.get('rate_hz', package_defaults('image_source')['rate_hz']))
-    monitor['expected_rates_hz'] = [rate_hz if t in topics else 0.0 for t in watched]
+    monitor['expected_rates_hz'] = [rate_hz if t in frames else 0.0 for t in watched]
     for name in PIPELINE_NODES:
         params[name] = coerce(params[name], package_defaults(name))
     return params
@@ -174,13 +186,16 @@ def _batcher_results(topics: list[str], batcher_file: str) -> list[str]:
 
 
 def batcher_nodes(cameras: int, rate_hz: float, width: int, height: int, batcher_file: str,
-                  monitor_file: str, batcher: Mapping[str, Any]) -> list[LaunchedNode]:
+                  monitor_file: str, batcher: Mapping[str, Any], zero_copy: bool = True
+                  ) -> list[LaunchedNode]:
     """N synchronised cameras -> stream_batcher (`batcher`: its overrides) -> results, monitored
-    (batcher.launch.py)."""
+    (batcher.launch.py). `zero_copy` is the frame transport of the source (the batcher's own comes
+    from `batcher`, default on)."""
     topics = pattern_topics(cameras)
     source = {'camera_count': cameras, 'topic_pattern': CAMERA_PATTERN, 'rate_hz': float(rate_hz),
-              'width': int(width), 'height': int(height)}
-    monitor = {'watched_topics': topics + _batcher_results(topics, batcher_file),
+              'width': int(width), 'height': int(height), 'zero_copy': bool(zero_copy)}
+    watched = watched_frame_topics(topics, source) + _batcher_results(topics, batcher_file)
+    monitor = {'watched_topics': watched,
                'expected_rates_hz': [float(rate_hz)]}
     return [LaunchedNode('image_source', 'image_source', (source,)),
             LaunchedNode('stream_batcher', 'stream_batcher',
@@ -206,6 +221,7 @@ def tuned_pipeline_nodes(cameras: int, rate_hz: float, pipeline_file: str, tuner
     topics = pattern_topics(cameras)
     base: tuple[ParamEntry, ...] = (pipeline_file,) if pipeline_file and Path(pipeline_file).is_file() else ()
     tuned = (tuned_file,) if tuned_file and Path(tuned_file).is_file() else ()
+    source = load_params_file(pipeline_file, ('image_source',))['image_source'] if base else {}
     return [
         LaunchedNode('image_source', 'image_source',
                      base + ({'camera_topics': topics, 'rate_hz': float(rate_hz)},)),
@@ -213,7 +229,8 @@ def tuned_pipeline_nodes(cameras: int, rate_hz: float, pipeline_file: str, tuner
         LaunchedNode('perf_monitor', 'perf_monitor',
                      (str(config_file('perf_monitor.yaml')), dict(TUNED_MONITOR))),
         LaunchedNode('qos_tuner', 'qos_tuner', (tuner_file, {
-            **TUNED_TUNER, 'cameras': cameras, 'watch_topics': topics, 'expected_rate_hz': float(rate_hz),
+            **TUNED_TUNER, 'cameras': cameras, 'watch_topics': watched_frame_topics(topics, source),
+            'expected_rate_hz': float(rate_hz),
             **tuner})),
     ]
 

@@ -1,8 +1,10 @@
 """`image_source`: publishes sensor_msgs/Image for one or more cameras at a fixed rate, stamped now.
 
 Frames come from `isaac_perf.core.inference.frames` (a moving synthetic pattern, or an image folder, a video
-or an
-MCAP rosbag played back from memory), so publishing costs one copy into the message plus serialization.
+or an MCAP rosbag played back from memory). Each camera is an `isaac_perf.ros.frame_transport.FramePublisher`:
+a frame costs one copy into a shared-memory slot for zero-copy readers (isaac_perf's nodes; descriptors on
+`<topic>/zero_copy`), plus one copy and a serialization into a plain sensor_msgs/Image only while something
+subscribes `<topic>` itself (`ros2 topic hz`, a viewer, rosbag). `zero_copy: false` publishes plain only.
 All cameras are published on one timer tick with one shared stamp, like a synchronised camera rig, which
 is what a batching consumer wants.
 
@@ -17,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from rclpy.node import Node
-from sensor_msgs.msg import Image
 
 from isaac_perf.core.inference.frames import (
     SOURCE_ENCODINGS,
@@ -30,8 +31,9 @@ from isaac_perf.core.inference.health import source_summary
 from isaac_perf.core.params import ParamSpec
 from isaac_perf.core.pipeline_graph import camera_topics
 from isaac_perf.core.telemetry.health import Status
-from isaac_perf.ros.conversions import fill_image
+from isaac_perf.core.transport.params import ZERO_COPY_WRITER
 from isaac_perf.ros.diagnostics import Updater
+from isaac_perf.ros.frame_transport import FramePublisher, publisher_totals
 from isaac_perf.ros.node_main import run_node
 from isaac_perf.ros.params import declare_params
 from isaac_perf.ros.qos import qos_from_name
@@ -70,6 +72,7 @@ PARAMS: tuple[ParamSpec, ...] = (
               choices=RELIABILITY),
     ParamSpec('qos_depth', 1, 'Publisher history depth (keep last N); 1 keeps a slow reader on the newest '
               'frame instead of a queue of stale ones.', min=1, max=1000),
+    *ZERO_COPY_WRITER,
     ParamSpec('diagnostics_period_s', 1.0, 'Period of the /diagnostics status of this node.',
               min=0.1, max=60.0),
 )
@@ -77,7 +80,7 @@ PARAMS: tuple[ParamSpec, ...] = (
 # Which parameters rebuild what when changed at run time.
 _SOURCE_KEYS = {'width', 'height', 'encoding', 'source', 'source_path', 'source_topic', 'cache_mb'}
 _PUBLISHER_KEYS = {'camera_count', 'camera_topics', 'topic_pattern', 'qos_reliability', 'qos_depth',
-                   'frame_id'}
+                   'frame_id', 'zero_copy', 'zero_copy_slots'}
 
 
 def _cross_check(current: dict[str, Any], changes: dict[str, Any]) -> list[str]:
@@ -100,8 +103,7 @@ def _cross_check(current: dict[str, Any], changes: dict[str, Any]) -> list[str]:
 class _Camera:
     topic: str
     frame_id: str
-    publisher: Any
-    message: Image
+    publisher: FramePublisher
     phase: int  # frame offset so cameras sharing one playback source show different frames
     source: FrameSource
 
@@ -163,7 +165,7 @@ class ImageSource(Node):
 
     def _create_publishers(self) -> None:
         for camera in self._cameras:
-            self.destroy_publisher(camera.publisher)
+            camera.publisher.destroy()
         self._cameras = []
         if not self._sources:
             return
@@ -173,11 +175,10 @@ class ImageSource(Node):
         shared = len(self._sources) == 1
         period = len(self._sources[0])
         for i, topic in enumerate(topics):
-            message = Image()
-            message.header.frame_id = v['frame_id'].replace('{i}', str(i))
             self._cameras.append(_Camera(
-                topic=topic, frame_id=message.header.frame_id,
-                publisher=self.create_publisher(Image, topic, qos), message=message,
+                topic=topic, frame_id=v['frame_id'].replace('{i}', str(i)),
+                publisher=FramePublisher(self, topic, qos, zero_copy=v['zero_copy'],
+                                         slots=v['zero_copy_slots']),
                 phase=(i * period) // len(topics) if shared else 0,
                 source=self._sources[0] if shared else self._sources[i]))
 
@@ -228,9 +229,8 @@ class ImageSource(Node):
         stamp = now.to_msg()
         encoding = self._values['encoding']
         for camera in self._cameras:
-            fill_image(camera.message, camera.source.frame(self._index + camera.phase), encoding)
-            camera.message.header.stamp = stamp
-            camera.publisher.publish(camera.message)
+            camera.publisher.publish(camera.source.frame(self._index + camera.phase), encoding, stamp,
+                                     camera.frame_id)
         self.frames_published += len(self._cameras)
         self._index += 1
         self.ticks += 1
@@ -250,8 +250,12 @@ class ImageSource(Node):
             'expected_frequency': str(self._values['rate_hz']), 'source': self._values['source'],
             'topics': ','.join(c.topic for c in self._cameras),
         })
+        status.update({k: str(v) for k, v in publisher_totals([c.publisher for c in self._cameras]).items()})
 
     def destroy_node(self) -> None:
+        for camera in self._cameras:
+            camera.publisher.destroy()  # unlinks the shared-memory segments
+        self._cameras = []
         for source in self._sources:
             source.close()
         super().destroy_node()

@@ -60,6 +60,7 @@ from isaac_perf.core.pipeline_graph import output_topics
 from isaac_perf.core.telemetry import stage_times
 from isaac_perf.core.telemetry.alerts import Level
 from isaac_perf.core.telemetry.health import Status
+from isaac_perf.core.transport.params import ZERO_COPY_READER
 from isaac_perf.ros import executors
 from isaac_perf.ros.conversions import (
     check_model_image,
@@ -69,6 +70,7 @@ from isaac_perf.ros.conversions import (
     stamp_to_ns,
 )
 from isaac_perf.ros.diagnostics import Updater
+from isaac_perf.ros.frame_transport import FrameSubscriber, ReceivedFrame
 from isaac_perf.ros.log import LogLimiter
 from isaac_perf.ros.node_main import StartupError, run_node
 from isaac_perf.ros.params import declare_params
@@ -108,6 +110,7 @@ PARAMS: tuple[ParamSpec, ...] = (
               check=qos_name_error),
     ParamSpec('queue_depth', 1, 'Frames kept per input topic while the engine is busy; older ones are '
               'dropped (counted).', min=1, max=64),
+    ZERO_COPY_READER,
     *POSTPROCESS_SPECS,
     ParamSpec('gil_switch_interval_us', 200, "Python's GIL switch interval for this process, in microseconds "
               '(0 = leave the interpreter default of 5000). Every GPU op releases and re-takes the GIL; with '
@@ -121,7 +124,7 @@ PARAMS: tuple[ParamSpec, ...] = (
 
 _RELOAD_KEYS = MODEL_RELOAD_KEYS | {'engine_file_path', 'force_engine_update', 'max_batch_size',
                                     'torch_compile', 'input_tensor_names', 'output_tensor_names'}
-_IO_KEYS = {'input_topics', 'output_topic', 'input_qos', 'output_qos', 'queue_depth'}
+_IO_KEYS = {'input_topics', 'output_topic', 'input_qos', 'output_qos', 'queue_depth', 'zero_copy'}
 
 
 def cross_check(values: dict[str, Any]) -> list[str]:
@@ -192,7 +195,7 @@ class InferenceNode(Node):
         self._retry_at = 0.0  # monotonic time of the next load attempt after an out-of-memory failure
         self._load_retry_s = 0.0
         self._queues: list[deque[_Pending]] = []
-        self._subscriptions: list[Any] = []
+        self._frame_subs: list[Any] = []
         self._result_publishers: list[Any] = []
         self.input_topics: list[str] = []
         self.output_topics: list[str] = []
@@ -213,8 +216,8 @@ class InferenceNode(Node):
 
     def _create_io(self) -> None:
         with self._publish_lock, self._lock:
-            for sub in self._subscriptions:
-                self.destroy_subscription(sub)
+            for sub in self._frame_subs:
+                sub.destroy()
             for pub in self._result_publishers:
                 self.destroy_publisher(pub)
             if self._stage_publisher is not None:
@@ -225,17 +228,27 @@ class InferenceNode(Node):
             in_qos = qos_from_name(v['input_qos'])
             out_qos = qos_from_name(v['output_qos'])
             self._queues = [deque(maxlen=v['queue_depth']) for _ in self.input_topics]
-            self._subscriptions = [self._subscribe(i, topic, in_qos)
+            self._frame_subs = [self._subscribe(i, topic, in_qos)
                                    for i, topic in enumerate(self.input_topics)]
             self._result_publishers = [self.create_publisher(Float32MultiArray, topic, out_qos)
                                        for topic in self.output_topics]
             self._stage_publisher = self.create_publisher(Float64MultiArray, '~/stage_times', out_qos)
 
-    def _subscribe(self, index: int, topic: str, qos: Any) -> Any:
-        """An image subscription that also reports what the middleware lost: the message-lost event where
-        the RMW offers it, and gaps in each publisher's sequence numbers (message info) always."""
-        return self.losses.subscribe(self, Image, topic, lambda msg: self._on_image(msg, index), qos,
-                                     source=index, callback_group=self._input_group)
+    def _subscribe(self, index: int, topic: str, qos: Any) -> FrameSubscriber:
+        """An image subscription (zero-copy where the publisher offers it) that also reports what the
+        middleware lost: the message-lost event where the RMW offers it, and gaps in each publisher's
+        sequence numbers (message info) always."""
+        return FrameSubscriber(self, topic, lambda msg: self._on_image(msg, index), qos, losses=self.losses,
+                               source=index, zero_copy=self._values['zero_copy'],
+                               on_refused=lambda reason, message: self._on_refused(index, reason, message),
+                               callback_group=self._input_group)
+
+    def _on_refused(self, index: int, reason: str, message: str) -> None:
+        topic = self.input_topics[index] if index < len(self.input_topics) else '?'
+        with self._lock:
+            self.frames_received += 1  # published, then lost here: counted as a drop with its cause
+            self.drops.add(f'zero_copy_{reason}')
+        self._report_error(f'zero_copy_{reason}', f'frame on {topic} dropped: {message}')
 
     def _on_change(self, changes: dict[str, Any]) -> None:
         self._values.update(changes)
@@ -328,7 +341,7 @@ class InferenceNode(Node):
 
     # -- input --------------------------------------------------------------------------------------
 
-    def _on_image(self, msg: Image, index: int) -> None:
+    def _on_image(self, msg: Image | ReceivedFrame, index: int) -> None:
         received_ns = self.get_clock().now().nanoseconds
         try:
             check_model_image(msg)
@@ -471,6 +484,7 @@ class InferenceNode(Node):
             status.update({'backend': str(engine.backend), 'device': str(engine.device)})
         status.update({f'{k}_ms_mean': f'{v:.3f}' for k, v in self.stage_means().items()})
         status.add('input_topics', ','.join(self.input_topics))
+        status.add('input_paths', ','.join(sorted({sub.mode for sub in self._frame_subs})) or 'none')
         wrong = self._wrong_type_publishers()
         if wrong:
             status.merge_summary(Level.ERROR, wrong)

@@ -5,9 +5,10 @@ The ROS side of `isaac_perf.core.batching.batcher` (DynamicBatcher) and `isaac_p
 which engines go on which GPU `core.batching.placement` and `core.batching.device_engines`, its
 /diagnostics values and level `core.batching.health`; this module only translates ROS <-> core:
 
-- one subscription per camera (sensor_msgs/Image, `camera_topics`); the callback only validates the
-  image header, views its pixels without a copy and queues the frame in the batcher (bounded per camera,
-  drop-oldest, counted);
+- one `ros.frame_transport.FrameSubscriber` per camera (`camera_topics`): frames come through shared memory
+  from publishers that offer it (image_source; `zero_copy`), as plain sensor_msgs/Image from the others;
+  the callback only validates the image header, views its pixels without a copy and queues the frame in the
+  batcher (bounded per camera, drop-oldest, counted);
 - a worker thread (not an executor callback: it blocks on CUDA events, never on the executor) sends a batch
   when it is full or its oldest frame has waited `max_queue_delay_ms`, over `num_streams` lanes with
   double-buffered pinned/device pools, and publishes every frame's result on its camera's own topic, in
@@ -74,6 +75,7 @@ from isaac_perf.ros.conversions import (
     stamp_to_ns,
 )
 from isaac_perf.ros.diagnostics import Updater
+from isaac_perf.ros.frame_transport import FrameSubscriber, ReceivedFrame
 from isaac_perf.ros.node_main import StartupError, run_node
 from isaac_perf.ros.params import declare_params
 from isaac_perf.ros.qos import qos_from_name
@@ -141,6 +143,7 @@ class StreamBatcher(Node):
         self.results_published = 0
         self.failed_frames = 0
         self.unpublished = 0  # results of a camera whose publisher is gone (dropped, counted)
+        self.refused: dict[str, int] = {}  # zero-copy descriptors refused, by reason (within bad_input)
         # Frames lost before receipt (publisher sequence gaps, the middleware's message-lost event), as
         # inference_node counts them: published = received + lost before receipt, and received =
         # published results + dropped + pending.
@@ -153,7 +156,7 @@ class StreamBatcher(Node):
         self._pending_streams: int | None = None
         self._pending_limits = False
         self._camera_index: dict[str, int] = {}
-        self._subscriptions: list[Any] = []
+        self._frame_subs: list[Any] = []
         self._result_pubs: dict[str, Any] = {}  # camera topic -> publisher; kept while a camera drains
         self._stopped_logged: set[str] = set()
         self.time_to_engine_ready_s: float | None = None
@@ -231,8 +234,8 @@ class StreamBatcher(Node):
         topics = names(v['camera_topics'])
         qos = qos_from_name(v['input_reliability'], depth=SUBSCRIPTION_DEPTH)
         with self._lock:
-            for sub in self._subscriptions:
-                self.destroy_subscription(sub)
+            for sub in self._frame_subs:
+                sub.destroy()
             removed = [t for t in self._camera_index if t not in topics]
             self._camera_index = {t: i for i, t in enumerate(topics)}
             for topic in topics:
@@ -242,8 +245,9 @@ class StreamBatcher(Node):
                     if old is not None:
                         self.destroy_publisher(old)
                     self._result_pubs[topic] = self.create_publisher(Float32MultiArray, out, 10)
-            self._subscriptions = [
-                self.losses.subscribe(self, Image, topic, self._make_callback(topic), qos, source=topic)
+            self._frame_subs = [
+                FrameSubscriber(self, topic, self._make_callback(topic), qos, losses=self.losses,
+                                source=topic, zero_copy=v['zero_copy'], on_refused=self._make_refused(topic))
                 for topic in topics] if self._listening else []
         for topic in topics:
             self.batcher.add_camera(topic)
@@ -256,13 +260,23 @@ class StreamBatcher(Node):
             self._create_io()
 
     def _make_callback(self, topic: str):
-        def on_image(msg: Image) -> None:
+        def on_image(msg: Image | ReceivedFrame) -> None:
             self._on_image(topic, msg)
         return on_image
 
+    def _make_refused(self, topic: str):
+        def on_refused(reason: str, message: str) -> None:
+            # The frame was published and is lost here: received, and dropped with its cause.
+            with self._lock:
+                self.frames_received += 1
+                self.bad_input += 1
+                self.refused[reason] = self.refused.get(reason, 0) + 1
+            self._report(f'zero_copy_{reason}', f'frame on {topic} dropped: {message}')
+        return on_refused
+
     # ------------------------------------------------------------------------------------ input
 
-    def _on_image(self, topic: str, msg: Image) -> None:
+    def _on_image(self, topic: str, msg: Image | ReceivedFrame) -> None:
         ros_now = self.get_clock().now().nanoseconds
         now = time.perf_counter_ns()
         try:
@@ -446,6 +460,9 @@ class StreamBatcher(Node):
                                   **batching_values(self.batcher, bad_input, failed, unpublished)}
         values['frames_pending'] = received - published - values['total_dropped_frames']
         values.update(self.losses.values())
+        with self._lock:
+            values.update({f'zero_copy_refused_{k}': n for k, n in sorted(self.refused.items())})
+            values['input_paths'] = ','.join(sorted({sub.mode for sub in self._frame_subs})) or 'none'
         sched = self.pipeline.scheduler
         if sched is not None:
             values.update(scheduler_values(sched))

@@ -30,7 +30,7 @@ from isaac_perf.core.inference.runner import FrameResult
 from isaac_perf.core.telemetry import stage_times
 
 __all__ = ['ENCODINGS', 'ImageFormatError', 'age_ms', 'check_image', 'check_model_image', 'fill_image',
-           'header_with', 'image_to_numpy', 'ns_to_stamp', 'numpy_to_image', 'results_message',
+           'header_with', 'image_to_numpy', 'ns_to_stamp', 'numpy_to_image', 'results_message', 'set_layout',
            'stage_message', 'stamp_to_ns']
 
 CLASS_LABELS = ('classes', 'class_id,score')
@@ -74,14 +74,26 @@ def _validate_pixels(pixels: np.ndarray, encoding: str) -> np.ndarray:
     return pixels
 
 
+def set_layout(msg: Image, pixels: np.ndarray, encoding: str) -> np.ndarray:
+    """Set `msg`'s height, width, encoding, step (dense rows) and is_bigendian for `pixels`; return them
+    as HxWxC. Raises ImageFormatError when the array's shape or dtype does not fit `encoding`."""
+    pixels = _validate_pixels(pixels, encoding)
+    height, width, channels = pixels.shape
+    msg.height = height
+    msg.width = width
+    msg.encoding = encoding
+    msg.is_bigendian = 1 if (pixels.itemsize > 1 and sys.byteorder == 'big') else 0
+    msg.step = width * channels * pixels.itemsize
+    return pixels
+
+
 def fill_image(msg: Image, pixels: np.ndarray, encoding: str) -> Image:
     """Write `pixels` (HxWxC or HxW) into `msg` with one copy, reusing its buffer when the size matches.
 
-    Sets height, width, encoding, step (dense rows) and is_bigendian (this machine's order); the header
-    is left alone. Raises ImageFormatError when the array's shape or dtype does not fit `encoding`.
+    Sets the layout fields (`set_layout`); the header is left alone. Raises ImageFormatError when the
+    array's shape or dtype does not fit `encoding`.
     """
-    pixels = _validate_pixels(pixels, encoding)
-    height, width, channels = pixels.shape
+    pixels = set_layout(msg, pixels, encoding)
     nbytes = pixels.nbytes
     data = msg.data
     if isinstance(data, array.array) and len(data) == nbytes and data.typecode == 'B':
@@ -95,11 +107,6 @@ def fill_image(msg: Image, pixels: np.ndarray, encoding: str) -> Image:
         # A strided view (e.g. a window into a larger canvas): one pass into a fresh buffer.
         data = array.array('B', bytes(nbytes))
         np.copyto(np.frombuffer(data, dtype=pixels.dtype).reshape(pixels.shape), pixels)
-    msg.height = height
-    msg.width = width
-    msg.encoding = encoding
-    msg.is_bigendian = 1 if (pixels.itemsize > 1 and sys.byteorder == 'big') else 0
-    msg.step = width * channels * pixels.itemsize
     if msg.data is not data:
         msg.data = data  # the generated setter takes an array.array('B') as is, without a copy
     return msg

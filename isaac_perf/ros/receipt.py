@@ -49,11 +49,15 @@ class ReceiptLosses:
             self.lost_in_middleware += int(getattr(event, 'total_count_change', 0))
 
     def subscribe(self, node: Node, msg_type: Any, topic: str, callback: Callable[[Any], None], qos: Any,
-                  source: Hashable, **kwargs: Any) -> Any:
-        """`node.create_subscription` whose messages are counted here before `callback(msg)` runs."""
+                  source: Hashable, pass_info: bool = False, **kwargs: Any) -> Any:
+        """`node.create_subscription` whose messages are counted here before `callback(msg)` runs
+        (`callback(msg, info)` with `pass_info`)."""
         def on_message(msg: Any, info: Any) -> None:
             self.observe(source, info)
-            callback(msg)
+            if pass_info:
+                callback(msg, info)
+            else:
+                callback(msg)
 
         try:
             return node.create_subscription(

@@ -34,6 +34,8 @@ from rclpy.qos import QoSProfile
 from isaac_perf.core.telemetry.greenwave import GreenwaveStream
 from isaac_perf.core.telemetry.stats import StreamStats
 from isaac_perf.core.telemetry.watch_qos import WatchQos, choose_watch_qos, needs_resubscribe
+from isaac_perf.core.transport.negotiation import ZERO_COPY_SUFFIX
+from isaac_perf.core.transport.wire import described_frame_bytes
 from isaac_perf.ros.qos import from_qos_profile, to_qos_profile
 
 _STAMP_LE = struct.Struct('<iI').unpack_from
@@ -42,6 +44,13 @@ _STAMP_BE = struct.Struct('>iI').unpack_from
 _PLAIN_BE = (0x00, 0x06)
 _PLAIN_LE = (0x01, 0x07)
 HEADER_TYPE = 'std_msgs/Header'
+IMAGE_TYPE = 'sensor_msgs/msg/Image'
+
+
+def _described_size(data: bytes) -> int:
+    """A zero-copy descriptor's frame size (core.transport.wire), its own size if it describes none."""
+    size = described_frame_bytes(data)
+    return len(data) if size is None else size
 
 
 def header_stamp_ns(data: bytes) -> int | None:
@@ -123,6 +132,7 @@ class TopicWatch:
         self.info = node.get_logger().info
         self.type_name: str | None = None
         self.has_header = False
+        self._size_of = len  # bytes a message stands for (a zero-copy descriptor: its frame's)
         self.subscription = None
         self.qos: WatchQos | None = None
         self._msg_class = None
@@ -155,6 +165,8 @@ class TopicWatch:
             return False
         self.type_name = type_name
         self.has_header = has_header(msg_class)
+        self._size_of = _described_size if (type_name == IMAGE_TYPE and self.topic.endswith(
+            '/' + ZERO_COPY_SUFFIX)) else len
         self._msg_class = msg_class
         self._subscribe(choose_qos(self.node, self.topic, self.depth))
         return True
@@ -191,7 +203,7 @@ class TopicWatch:
         # Only record here: O(1), no deserialization.
         stamp = header_stamp_ns(data) if self.has_header else None
         now = self.clock_ns()
-        self.stats.record(now, len(data), stamp)
+        self.stats.record(now, self._size_of(data), stamp)
         self.greenwave.record(now, stamp)
 
     def drain(self, limit: int = 100_000) -> int:
@@ -200,7 +212,7 @@ class TopicWatch:
         if sub is None or self.mode != 'poll':
             return 0
         handle, msg_type = sub.handle, sub.msg_type
-        record, greenwave = self.stats.record, self.greenwave.record
+        record, greenwave, size_of = self.stats.record, self.greenwave.record, self._size_of
         header = self.has_header
         taken = 0
         with handle:
@@ -218,7 +230,7 @@ class TopicWatch:
                 else:                       # bytes only
                     data, received, seq, source, written = got, self.clock_ns(), None, None, None
                 stamp = header_stamp_ns(data) if header else None
-                record(received, len(data), stamp)
+                record(received, size_of(data), stamp)
                 greenwave(received, stamp, seq, source, written)
                 taken += 1
         return taken

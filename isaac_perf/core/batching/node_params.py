@@ -22,6 +22,7 @@ from isaac_perf.core.inference.node_params import (
     topic_list_errors,
 )
 from isaac_perf.core.params import ParamSpec
+from isaac_perf.core.transport.params import ZERO_COPY_READER
 
 RELIABILITY = ('best_effort', 'reliable')
 
@@ -88,12 +89,13 @@ PARAMS: tuple[ParamSpec, ...] = (
               'GIL; at the default each re-take waited up to 5 ms behind the camera callbacks, which '
               'stretched the engine load (CUDA graph capture) to minutes under 8 cameras.',
               min=0, max=100000, read_only=True),
+    ZERO_COPY_READER,
     DIAGNOSTICS_SPEC,
 )
 
 # Which parameters change what at run time: the batch policy, the subscriptions, the engines.
 BATCH_KEYS = frozenset({'max_batch_size', 'max_queue_delay_ms', 'queue_depth', 'preferred_batch_sizes'})
-IO_KEYS = frozenset({'camera_topics', 'input_reliability', 'output_suffix'})
+IO_KEYS = frozenset({'camera_topics', 'input_reliability', 'output_suffix', 'zero_copy'})
 RELOAD_KEYS = MODEL_RELOAD_KEYS | {'gpu_ids'}
 
 

@@ -52,6 +52,13 @@ def slice_outputs(outputs: dict[str, np.ndarray], frames: list[Frame]) -> list[d
     return [{name: np.array(value[i]) for name, value in outputs.items()} for i in range(len(frames))]
 
 
+def _shape_only(pixels: Any) -> Any:
+    if not isinstance(pixels, np.ndarray):
+        return pixels
+    return np.lib.stride_tricks.as_strided(np.zeros(1, pixels.dtype), pixels.shape, (0,) * pixels.ndim,
+                                           writeable=False)
+
+
 class MultiStreamPipeline:
     """DynamicBatcher -> BatchScheduler -> post-processing -> ResultOrderer (see the module docstring)."""
 
@@ -112,6 +119,11 @@ class MultiStreamPipeline:
     def _submit(self, batch: Batch) -> None:
         self._batches[batch.id] = batch
         self.scheduler.submit([f.data for f in batch.frames], meta=batch)
+        # submit() staged the pixels (a copy into pinned memory): let them go now. A frame read through
+        # the zero-copy transport holds its publisher's shared-memory slot until then; post-processing needs
+        # only the frame's shape, which a zero-strided stand-in keeps without memory.
+        for f in batch.frames:
+            f.data = _shape_only(f.data)
 
     def step(self, now_ns: int) -> list[FrameResult]:
         """Dispatch what is due, collect what finished; results per camera in order (non-blocking)."""

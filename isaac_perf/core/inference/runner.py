@@ -167,7 +167,8 @@ def _pad(batch: Any, size: int) -> Any:
 
 
 class DropCounter:
-    """Dropped frames by reason (a plain dict under the node's lock)."""
+    """Dropped frames by reason (a plain dict under the node's lock); REASONS are always reported, others
+    (zero-copy descriptors refused: zero_copy_stale, ...) from their first occurrence."""
 
     REASONS = ('queue_overflow', 'bad_input', 'no_engine', 'engine_error')
 
@@ -175,7 +176,7 @@ class DropCounter:
         self.by_reason = dict.fromkeys(self.REASONS, 0)
 
     def add(self, reason: str, count: int = 1) -> None:
-        self.by_reason[reason] += count
+        self.by_reason[reason] = self.by_reason.get(reason, 0) + count
 
     @property
     def total(self) -> int:
