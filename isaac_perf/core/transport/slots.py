@@ -45,6 +45,9 @@ TOPIC_MAX = 200
 MAX_SLOTS = 1024
 _HEADER = struct.Struct('<4sHBxIQIxxxxQH')  # + topic bytes; ends before TABLE_OFFSET
 _MiB = 1 << 20
+# Map every page at once: the writer touches all slots anyway, and a reader then takes no page fault per
+# frame (one 1080p slot is ~1500 pages: ~1.5 ms of first-touch faults otherwise).
+_POPULATE = getattr(mmap, 'MAP_POPULATE', 0)
 
 
 def _align(n: int, to: int = PAGE) -> int:
@@ -152,7 +155,7 @@ class WriterTable:
         try:
             _reserve(self.fd, self.layout.size, self.folder)
             os.pwrite(self.fd, self.layout.header(), 0)
-            self.mm = mmap.mmap(self.fd, self.layout.size)
+            self.mm = mmap.mmap(self.fd, self.layout.size, flags=mmap.MAP_SHARED | _POPULATE)
             locks.try_lock(self.fd, self.layout.liveness_offset, write=True)
         except BaseException:
             self.close()
@@ -238,7 +241,7 @@ class ReaderSegment:
             if self.layout.memory != memory:
                 raise DescriptorError('forged', f'memory: segment {name} holds {self.layout.memory} '
                                                 f'frames, this reader reads {memory} frames')
-            self.mm = mmap.mmap(fd, self.layout.size, prot=mmap.PROT_READ)
+            self.mm = mmap.mmap(fd, self.layout.size, flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ)
         except BaseException:
             os.close(fd)
             raise
