@@ -1,9 +1,11 @@
 """The slot table both rings share: a small shared-memory control file per publisher segment.
 
 File layout (little endian): a 256-byte header (magic, layout version, memory kind, slot count, slot
-capacity, owner pid, owner start time, topic), then per slot (generation u64, nbytes u64). The host ring's
-pixel slots follow in the same file, each 4096-aligned; the CUDA ring's file holds only the table (its
-slots live in one device allocation at `slot * stride`).
+capacity, owner pid, CUDA device, owner start time, topic), then per slot (generation u64, nbytes u64).
+The host ring's pixel slots follow in the same file, each 4096-aligned; the CUDA ring's file holds only
+the table plus the IPC handles (the allocation's, then one event's per slot), so that a reader can refuse
+a descriptor whose handles are not the publisher's; its slots live in one device allocation at
+`slot * stride`.
 
 Concurrency, without atomics (see locks.py): one lock byte per slot past the end of the data.
 - Writer: take a non-blocking WRITE lock on the slot (skip slots readers hold; all held: refuse), set the
@@ -22,12 +24,14 @@ import os
 import stat
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from isaac_perf.core.transport import locks
 from isaac_perf.core.transport.descriptor import (
+    HANDLE_BYTES,
     MEMORY_CODES,
     MEMORY_NAMES,
     Descriptor,
@@ -43,7 +47,7 @@ PAGE = 4096
 TABLE_OFFSET = 256
 TOPIC_MAX = 200
 MAX_SLOTS = 1024
-_HEADER = struct.Struct('<4sHBxIQIxxxxQH')  # + topic bytes; ends before TABLE_OFFSET
+_HEADER = struct.Struct('<4sHBxIQIiQH')  # + topic bytes; ends before TABLE_OFFSET
 _MiB = 1 << 20
 # Map every page at once: the writer touches all slots anyway, and a reader then takes no page fault per
 # frame (one 1080p slot is ~1500 pages: ~1.5 ms of first-touch faults otherwise).
@@ -62,6 +66,7 @@ class Layout:
     owner_pid: int
     owner_start: int
     topic: str = ''
+    device: int = -1  # the CUDA device of a cuda segment
 
     @property
     def stride(self) -> int:
@@ -75,6 +80,11 @@ class Layout:
     def size(self) -> int:
         if self.memory == 'host':
             return self.data_offset + self.slots * self.stride
+        return self.handles_offset + HANDLE_BYTES * (1 + self.slots)
+
+    @property
+    def handles_offset(self) -> int:
+        """cuda: the allocation's IPC handle here, then slot i's event handle at + 64 * (1 + i)."""
         return TABLE_OFFSET + 16 * self.slots
 
     def slot_offset(self, slot: int) -> int:
@@ -91,21 +101,21 @@ class Layout:
     def header(self) -> bytes:
         topic = self.topic.encode('utf-8', 'replace')[:TOPIC_MAX]
         return _HEADER.pack(SEGMENT_MAGIC, LAYOUT_VERSION, MEMORY_CODES[self.memory], self.slots,
-                            self.capacity, self.owner_pid, self.owner_start, len(topic)) + topic
+                            self.capacity, self.owner_pid, self.device, self.owner_start, len(topic)) + topic
 
 
 def parse_layout(raw: bytes, file_size: int) -> Layout:
     """The layout in a header; ValueError says what is wrong with it."""
     if len(raw) < _HEADER.size or raw[:4] != SEGMENT_MAGIC:
         raise ValueError('not an isaac_perf segment (header magic)')
-    _, version, memory, slots, capacity, pid, start, topic_len = _HEADER.unpack_from(raw)
+    _, version, memory, slots, capacity, pid, device, start, topic_len = _HEADER.unpack_from(raw)
     if version != LAYOUT_VERSION:
         raise ValueError(f'segment layout version {version}, this isaac_perf reads {LAYOUT_VERSION}: '
                          'update isaac_perf on both ends')
     if memory not in MEMORY_NAMES or not 0 < slots <= MAX_SLOTS or capacity <= 0 or topic_len > TOPIC_MAX:
         raise ValueError(f'segment header out of range (memory {memory}, slots {slots}, capacity {capacity})')
     topic = raw[_HEADER.size:_HEADER.size + topic_len].decode('utf-8', 'replace')
-    layout = Layout(MEMORY_NAMES[memory], slots, capacity, pid, start, topic)
+    layout = Layout(MEMORY_NAMES[memory], slots, capacity, pid, start, topic, device)
     if file_size < layout.size:
         raise ValueError(f'segment file is {file_size} bytes, its header needs {layout.size}')
     return layout
@@ -141,14 +151,15 @@ class WriterTable:
     """The publisher's side of one segment: created, reserved, mapped, its liveness lock held."""
 
     def __init__(self, topic: str, memory: str, slots: int, capacity: int, root: str | None = None,
-                 index: int = 0) -> None:
+                 index: int = 0, device: int = -1) -> None:
         if not 0 < slots <= MAX_SLOTS:
             raise ValueError(f'slots must be in 1..{MAX_SLOTS}, got {slots}')
         if capacity <= 0:
             raise ValueError(f'slot_bytes must be positive, got {capacity}')
         self.folder = transport_root(root)
         pid = os.getpid()
-        self.layout = Layout(memory, int(slots), int(capacity), pid, process_start_time(pid) or 0, topic)
+        self.layout = Layout(memory, int(slots), int(capacity), pid, process_start_time(pid) or 0, topic,
+                             device)
         self.fd, self.index = self._create(topic, index)
         self.name = segment_name(pid, topic, self.index)
         self.path = os.path.join(self.folder, self.name)
@@ -250,6 +261,7 @@ class ReaderSegment:
         self.refs = [0] * self.layout.slots
         self.held = 0
         self.retired = False
+        self.on_close: list[Callable[[], None]] = []  # e.g. the CUDA reader's cudaIpcCloseMemHandle
 
     def check(self, d: Descriptor) -> None:
         """Refuse a descriptor that does not fit this segment ('forged', naming the field)."""
@@ -263,9 +275,23 @@ class ReaderSegment:
         if not 0 <= d.nbytes <= lay.capacity:
             raise DescriptorError('forged', f'nbytes {d.nbytes} exceeds the slot capacity {lay.capacity} '
                                             f'of segment {self.name}')
-        if d.memory == 'cuda' and d.offset != lay.slot_offset(d.slot):
+        if d.memory == 'cuda':
+            self._check_cuda(d)
+
+    def _check_cuda(self, d: Descriptor) -> None:
+        lay, at = self.layout, self.layout.handles_offset
+        if d.offset != lay.slot_offset(d.slot):
             raise DescriptorError('forged', f'offset {d.offset} is not slot {d.slot}\'s offset '
                                             f'{lay.slot_offset(d.slot)} in segment {self.name}')
+        if d.device != lay.device:
+            raise DescriptorError('forged', f'device {d.device} is not the device ({lay.device}) of '
+                                            f'segment {self.name}')
+        if d.mem_handle != self.mm[at:at + HANDLE_BYTES]:
+            raise DescriptorError('forged', f'mem_handle is not the allocation handle of segment {self.name}')
+        at += HANDLE_BYTES * (1 + d.slot)
+        if d.event_handle != self.mm[at:at + HANDLE_BYTES]:
+            raise DescriptorError('forged', f'event_handle is not slot {d.slot}\'s event handle in segment '
+                                            f'{self.name}')
 
     def acquire(self, d: Descriptor) -> None:
         """Pin the slot for `d` (read lock on first use); DescriptorError('stale') if it was rewritten."""
@@ -293,6 +319,11 @@ class ReaderSegment:
         fd, self.fd = self.fd, -1
         if fd < 0:
             return
+        for hook in self.on_close:
+            try:
+                hook()
+            except Exception:  # noqa: BLE001 - closing must finish (interpreter shutdown, a lost device)
+                pass
         self.table = None
         try:
             self.mm.close()
