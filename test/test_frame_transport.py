@@ -217,3 +217,79 @@ def test_forged_and_malformed_descriptors_are_refused_and_counted(ros_context, s
     finally:
         sub.destroy()
         node.destroy_node()
+
+
+GPU_PUBLISHER = textwrap.dedent('''
+    import sys
+    import torch
+    from isaac_perf.ros.frame_transport import FramePublisher
+    from isaac_perf.ros.node_main import run_node
+    from rclpy.node import Node
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    class Pub(Node):
+        def __init__(self):
+            super().__init__('frame_transport_gpu_pub')
+            self.pub = FramePublisher(self, '/ft/gpu', QoSProfile(depth=10,
+                                      reliability=ReliabilityPolicy.RELIABLE), slots=4)
+            self.n = 0
+            self.create_timer(0.02, self.tick)
+
+        def tick(self):
+            self.n += 1  # frame k holds (k + row + col) % 251 in every channel, made on the GPU
+            rows = torch.arange(48, device='cuda').view(48, 1, 1)
+            cols = torch.arange(64, device='cuda').view(1, 64, 1)
+            frame = ((rows + cols + self.n) % 251).to(torch.uint8).expand(48, 64, 3).contiguous()
+            self.pub.publish_gpu(frame, 'rgb8', self.get_clock().now().to_msg(), str(self.n))
+
+        def destroy_node(self):
+            self.pub.destroy()
+            super().destroy_node()
+
+    sys.exit(run_node(Pub, []))
+''')
+
+
+def _expected_gpu_frame(k: int) -> np.ndarray:
+    rows, cols = np.arange(48).reshape(48, 1, 1), np.arange(64).reshape(1, 64, 1)
+    return np.broadcast_to(((rows + cols + k) % 251).astype(np.uint8), (48, 64, 3))
+
+
+@pytest.mark.gpu
+def test_gpu_frames_cross_processes_by_cuda_ipc_and_reach_host_readers_too(ros_context, spin, shm_dir):
+    torch = pytest.importorskip('torch')
+    if not torch.cuda.is_available():
+        pytest.skip('needs a CUDA GPU')
+    node = Node('frame_transport_gpu_sub', context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    on_gpu, on_host, refused = [], [], []
+
+    def check_gpu(frame):
+        tensor = frame.as_torch()  # on the subscriber's stream, after the producer's copy
+        on_gpu.append((frame.memory, tensor.is_cuda,
+                       np.array_equal(tensor.cpu().numpy(), _expected_gpu_frame(int(frame.header.frame_id)))))
+
+    def check_host(frame):
+        on_host.append((frame.memory, np.array_equal(frame.as_numpy(),
+                                                     _expected_gpu_frame(int(frame.header.frame_id)))))
+
+    subs = [FrameSubscriber(node, '/ft/gpu', check_gpu, RELIABLE, losses=ReceiptLosses(), source='g',
+                            gpu_frames=True, on_refused=lambda r, m: refused.append((r, m))),
+            FrameSubscriber(node, '/ft/gpu', check_host, RELIABLE, losses=ReceiptLosses(), source='h',
+                            on_refused=lambda r, m: refused.append((r, m)))]
+    proc = subprocess.Popen([sys.executable, '-c', GPU_PUBLISHER], stderr=subprocess.PIPE, text=True)
+    try:
+        assert spin(executor, lambda: len(on_gpu) >= 30 and len(on_host) >= 30, 90.0), (
+            len(on_gpu), len(on_host), refused, proc.poll())
+        assert not refused
+        assert all(memory == 'cuda' and is_cuda and ok for memory, is_cuda, ok in on_gpu)
+        assert all(memory == 'host' and ok for memory, ok in on_host)  # copied to the host once, intact
+        assert subs[1].gpu_to_host >= 30
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        for sub in subs:
+            sub.destroy()
+        node.destroy_node()
+    assert proc.returncode == 0, err

@@ -14,6 +14,7 @@ callback ran, so the rate does not drift; ticks that come too late are skipped b
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,10 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('qos_depth', 1, 'Publisher history depth (keep last N); 1 keeps a slow reader on the newest '
               'frame instead of a queue of stale ones.', min=1, max=1000),
     *ZERO_COPY_WRITER,
+    ParamSpec('publish_threads', 4, 'Threads that copy and publish the cameras of one tick in parallel (the '
+              'copy releases the GIL): with 8 cameras at 1080p one thread puts the last camera about 4 ms '
+              'behind the shared stamp. 1 = every camera in the timer callback, one after another.',
+              min=1, max=64, read_only=True),
     ParamSpec('diagnostics_period_s', 1.0, 'Period of the /diagnostics status of this node.',
               min=0.1, max=60.0),
 )
@@ -114,6 +119,8 @@ class ImageSource(Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(kwargs.pop('node_name', NODE_NAME), **kwargs)
         self._sources: list[FrameSource] = []  # first: destroy_node() closes them, even half-built
+        self._pool: ThreadPoolExecutor | None = None
+        self._cameras: list[_Camera] = []
         self._values: dict[str, Any] = {}
         self._values = declare_params(self, PARAMS, on_change=self._on_change,
                                       extra_check=lambda changes: _cross_check(self._values, changes))
@@ -121,10 +128,11 @@ class ImageSource(Node):
         self.ticks = 0
         self.missed_ticks = 0
         self.source_error = ''
-        self._cameras: list[_Camera] = []
         self._index = 0
         self._first_tick_ns = 0
         self._timer = None
+        threads = self._values['publish_threads']
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix='image_source') if threads > 1 else None
         self._open_sources()
         self._create_publishers()
         self._start_timer()
@@ -228,9 +236,17 @@ class ImageSource(Node):
             return
         stamp = now.to_msg()
         encoding = self._values['encoding']
-        for camera in self._cameras:
-            camera.publisher.publish(camera.source.frame(self._index + camera.phase), encoding, stamp,
-                                     camera.frame_id)
+        index = self._index
+
+        def publish(camera: _Camera) -> None:
+            camera.publisher.publish(camera.source.frame(index + camera.phase), encoding, stamp, camera.frame_id)
+
+        if self._pool is not None and len(self._cameras) > 1:
+            for done in [self._pool.submit(publish, camera) for camera in self._cameras]:
+                done.result()  # every camera of this tick is out before the next tick (or a change) runs
+        else:
+            for camera in self._cameras:
+                publish(camera)
         self.frames_published += len(self._cameras)
         self._index += 1
         self.ticks += 1
@@ -253,6 +269,8 @@ class ImageSource(Node):
         status.update({k: str(v) for k, v in publisher_totals([c.publisher for c in self._cameras]).items()})
 
     def destroy_node(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
         for camera in self._cameras:
             camera.publisher.destroy()  # unlinks the shared-memory segments
         self._cameras = []

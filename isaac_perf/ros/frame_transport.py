@@ -29,8 +29,8 @@ import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
-from isaac_perf.core.inference.frames import ImageFormatError, check_layout
-from isaac_perf.core.transport.descriptor import Descriptor, DescriptorError, encode
+from isaac_perf.core.inference.frames import ImageFormatError, as_array, check_layout, pixel_format
+from isaac_perf.core.transport.descriptor import Descriptor, DescriptorError, decode, encode
 from isaac_perf.core.transport.errors import TransportUnavailable
 from isaac_perf.core.transport.negotiation import Endpoint, PlainNeed, descriptor_topic
 from isaac_perf.core.transport.shm_ring import ShmReader, ShmWriter
@@ -46,7 +46,12 @@ NEGOTIATE_PERIOD_S = 1.0
 
 @dataclass
 class ReceivedFrame:
-    """A frame read through the transport; quacks like sensor_msgs/Image for check_image/image_to_numpy."""
+    """A frame read through the transport; quacks like sensor_msgs/Image for check_image/image_to_numpy.
+
+    Host frames: `data` is a 1-D uint8 view of the publisher's slot (locked while it lives). GPU frames
+    (`memory` 'cuda', for a subscriber made with gpu_frames=True): `data` is None and `gpu` is the
+    core.transport.cuda_ipc.CudaFrame, already ordered after the producer's copy on the subscriber's stream.
+    """
 
     header: Any
     height: int
@@ -54,12 +59,34 @@ class ReceivedFrame:
     encoding: str
     is_bigendian: int
     step: int
-    data: np.ndarray  # 1-D uint8 view of the publisher's slot; the slot is locked while this lives
+    data: np.ndarray | None
     descriptor: Descriptor = field(repr=False)
+    gpu: Any = field(default=None, repr=False)
+
+    @property
+    def memory(self) -> str:
+        return self.descriptor.memory if self.gpu is not None else 'host'
+
+    def as_numpy(self) -> np.ndarray:
+        """The pixels as HxWxC (C = 1 for mono), without a copy (host frames only)."""
+        if self.data is None:
+            raise ValueError('a GPU frame has no host pixels: use as_torch()')
+        return as_array(self.data, self.encoding, self.width, self.height, self.step, bool(self.is_bigendian))
+
+    def as_torch(self) -> Any:
+        """The pixels as an HxWxC torch tensor without a copy: on the GPU for GPU frames, else on the CPU."""
+        import torch
+        fmt = pixel_format(self.encoding)
+        if self.gpu is None:
+            return torch.from_numpy(self.as_numpy())
+        dtype = getattr(torch, np.dtype(fmt.dtype).name)
+        return self.gpu.as_torch((self.height, self.width, fmt.channels), dtype)
 
     def release(self) -> None:
-        """Let the publisher reuse the slot now (otherwise it is freed when `data` is garbage collected)."""
+        """Let the publisher reuse the slot now (otherwise when the frame is garbage collected)."""
         self.data = np.empty(0, np.uint8)
+        if self.gpu is not None:
+            self.gpu.release()
 
 
 def _gid_bytes(info: Any) -> bytes:
@@ -81,6 +108,7 @@ class FramePublisher:
         self._plain = node.create_publisher(Image, topic, qos)
         self.topic = self._plain.topic_name
         self._writer: ShmWriter | None = None
+        self._gpu_writer: Any = None  # core.transport.cuda_ipc.CudaIpcWriter, made by the first publish_gpu
         self._message = Image()
         self._descriptor_msg = Image()
         self.zero_copy = zero_copy
@@ -124,6 +152,47 @@ class FramePublisher:
         self._descriptors.publish(msg)
         self.counters['zero_copy'] += 1
 
+    def publish_gpu(self, tensor: Any, encoding: str, stamp: Any, frame_id: str) -> None:
+        """Send a frame that lives on the GPU (a contiguous HxWxC or HxW torch CUDA tensor): to transport
+        readers by CUDA IPC (one device-to-device copy, ordered by the slot's interprocess event: a reader
+        never sees it before the copy is done), to plain subscribers copied to the host once."""
+        if self._descriptors is not None and self._descriptors.get_subscription_count() > 0:
+            msg = self._descriptor_msg
+            layout = np.empty(tuple(tensor.shape), np.dtype(str(tensor.dtype).removeprefix('torch.')))
+            set_layout(msg, layout, encoding)  # refuses a shape or dtype the encoding cannot have
+            writer = self._gpu_writer_for(tensor)
+            descriptor = writer.write_tensor(tensor) if writer is not None else None
+            if writer is not None and descriptor is None:
+                self.counters['slots_busy'] += 1
+            elif descriptor is not None:
+                msg.data = array.array('B', encode(descriptor))
+                msg.header.stamp = stamp
+                msg.header.frame_id = frame_id
+                self._descriptors.publish(msg)
+                self.counters['zero_copy'] += 1
+        if self._descriptors is None or self._plain.get_subscription_count() > 0:
+            msg = fill_image(self._message, tensor.cpu().numpy(), encoding)
+            msg.header.stamp = stamp
+            msg.header.frame_id = frame_id
+            self._plain.publish(msg)
+            self.counters['plain'] += 1
+
+    def _gpu_writer_for(self, tensor: Any) -> Any:
+        from isaac_perf.core.transport.cuda_ipc import CudaIpcWriter
+        nbytes = tensor.numel() * tensor.element_size()
+        writer = self._gpu_writer
+        if writer is not None and (writer.slot_bytes < nbytes or writer.device != tensor.device.index):
+            writer.close()  # a bigger frame or another GPU: a new ring (readers keep what they hold)
+            writer = self._gpu_writer = None
+        if writer is None:
+            try:
+                writer = CudaIpcWriter(self.topic, self._slots, nbytes, tensor.device.index)
+                self._gpu_writer = writer
+            except TransportUnavailable as exc:
+                self._fall_back(str(exc))
+                return None
+        return writer
+
     def _writer_for(self, nbytes: int) -> ShmWriter | None:
         if self._writer is None:
             try:
@@ -147,9 +216,10 @@ class FramePublisher:
             if pub is not None:
                 self._node.destroy_publisher(pub)
         self._descriptors = None
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        for writer in (self._writer, self._gpu_writer):
+            if writer is not None:
+                writer.close()
+        self._writer = self._gpu_writer = None
 
 
 def publisher_totals(publishers: list[FramePublisher]) -> dict[str, Any]:
@@ -171,7 +241,8 @@ class FrameSubscriber:
 
     def __init__(self, node: Node, topic: str, callback: Callable[[Any], None], qos: Any, *,
                  losses: ReceiptLosses, source: Any, zero_copy: bool = True,
-                 on_refused: Callable[[str, str], None] | None = None, **kwargs: Any) -> None:
+                 on_refused: Callable[[str, str], None] | None = None, gpu_frames: bool = False,
+                 cuda_stream: int = 0, **kwargs: Any) -> None:
         self._node = node
         self._callback = callback
         self._qos = qos
@@ -180,6 +251,10 @@ class FrameSubscriber:
         self._kwargs = kwargs
         self._on_refused = on_refused or (lambda reason, message: None)
         self._reader = ShmReader() if zero_copy else None
+        self._gpu_reader: Any = None  # core.transport.cuda_ipc.CudaIpcReader, at the first GPU descriptor
+        self._gpu_frames = gpu_frames  # hand GPU frames over as they are; else copy them to the host
+        self._cuda_stream = cuda_stream
+        self.gpu_to_host = 0  # GPU frames copied to the host for this (host) consumer
         self._need = PlainNeed()
         self._descriptors = None
         self._plain = None
@@ -232,18 +307,42 @@ class FrameSubscriber:
         self._callback(msg)
 
     def _on_descriptor(self, msg: Image) -> None:
+        gpu = None
         try:
-            descriptor, pixels = self._reader.open_bytes(msg.data)
+            descriptor = decode(msg.data)
             check_layout(msg.encoding, msg.width, msg.height, msg.step, descriptor.nbytes)
+            if descriptor.memory == 'cuda':
+                gpu = self._open_gpu(descriptor)
+                if gpu is None:
+                    return
+                pixels = None if self._gpu_frames else gpu.to_host(self._cuda_stream)
+            else:
+                pixels = self._reader.open(descriptor)[:descriptor.nbytes]
         except DescriptorError as exc:
             self._refuse(exc.reason, str(exc))
             return
         except ImageFormatError as exc:
             self._refuse('malformed', f'descriptor on {self.topic} describes no valid image: {exc}')
             return
+        if gpu is not None and not self._gpu_frames:
+            gpu.release()  # copied: the slot goes back at once
+            gpu = None
+            self.gpu_to_host += 1
         self._callback(ReceivedFrame(header=msg.header, height=msg.height, width=msg.width,
                                      encoding=msg.encoding, is_bigendian=msg.is_bigendian, step=msg.step,
-                                     data=pixels[:descriptor.nbytes], descriptor=descriptor))
+                                     data=pixels, descriptor=descriptor, gpu=gpu))
+
+    def _open_gpu(self, descriptor: Descriptor) -> Any:
+        """The CUDA frame of `descriptor`, or None (refused as 'cuda_unavailable') where CUDA IPC cannot
+        run here: no CUDA, or a sandbox that forbids opening another process's memory."""
+        try:
+            if self._gpu_reader is None:
+                from isaac_perf.core.transport.cuda_ipc import CudaIpcReader
+                self._gpu_reader = CudaIpcReader()
+            return self._gpu_reader.open(descriptor, self._cuda_stream)
+        except TransportUnavailable as exc:
+            self._refuse('cuda_unavailable', f'GPU frame on {self.topic} cannot be read here: {exc}')
+            return None
 
     def _refuse(self, reason: str, message: str) -> None:
         self.refused[reason] = self.refused.get(reason, 0) + 1
@@ -259,4 +358,6 @@ class FrameSubscriber:
             if self._timer is not None:
                 node.destroy_timer(self._timer)
                 self._timer = None
-        # The reader's mappings stay valid for frames still held (their views keep them alive).
+        # The host reader's mappings stay valid for frames still held (their views keep them alive).
+        if self._gpu_reader is not None:
+            self._gpu_reader.close()  # closes each segment now, or at its last frame's release

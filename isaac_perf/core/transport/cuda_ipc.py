@@ -223,6 +223,18 @@ class CudaFrame:
             t = t.view(dtype)
         return t if shape is None else t.view(shape)
 
+    def to_host(self, stream: int = 0) -> Any:
+        """A host copy (1-D uint8 numpy array) for a consumer that reads frames on the CPU: one
+        device-to-host copy on `stream` (ordered after the producer's copy by open()), then a wait for it."""
+        import numpy as np
+
+        rt = _cudart()
+        out = np.empty(self.nbytes, np.uint8)
+        _call(rt.cudaMemcpyAsync(out.ctypes.data, self.ptr, self.nbytes,
+                                 rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream), 'cudaMemcpyAsync')
+        _call(rt.cudaStreamSynchronize(stream), 'cudaStreamSynchronize')
+        return out
+
     @property
     def alive(self) -> bool:
         return self._finalizer is not None and self._finalizer.alive
