@@ -239,7 +239,8 @@ class ImageSource(Node):
         index = self._index
 
         def publish(camera: _Camera) -> None:
-            camera.publisher.publish(camera.source.frame(index + camera.phase), encoding, stamp, camera.frame_id)
+            frame = camera.source.frame(index + camera.phase)
+            camera.publisher.publish(frame, encoding, stamp, camera.frame_id)
 
         if self._pool is not None and len(self._cameras) > 1:
             for done in [self._pool.submit(publish, camera) for camera in self._cameras]:
