@@ -197,7 +197,7 @@ class FramePublisher:
         if self._writer is None:
             try:
                 self._writer = ShmWriter(self.topic, self._slots, nbytes)
-            except TransportUnavailable as exc:
+            except (TransportUnavailable, OSError) as exc:  # OSError: no OFD locks (not Linux), no /dev/shm
                 self._fall_back(str(exc))
                 return None
         return self._writer
@@ -323,6 +323,9 @@ class FrameSubscriber:
             return
         except ImageFormatError as exc:
             self._refuse('malformed', f'descriptor on {self.topic} describes no valid image: {exc}')
+            return
+        except OSError as exc:  # the segment cannot be mapped or locked here
+            self._refuse('unreadable', f'frame on {self.topic} cannot be read from shared memory: {exc}')
             return
         if gpu is not None and not self._gpu_frames:
             gpu.release()  # copied: the slot goes back at once
