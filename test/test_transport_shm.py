@@ -352,3 +352,17 @@ def test_a_segment_whose_owner_looks_dead_but_holds_its_liveness_lock_is_kept(wr
     from isaac_perf.core.transport import segments as segments_module
     monkeypatch.setattr(segments_module, 'owner_alive', lambda pid, start: False)
     assert clean_stale_segments(str(tmp_path)) == [] and segments(tmp_path) == [writer.name]
+
+
+def test_transport_times_split_a_frames_transport_in_three_and_skip_missing_clocks():
+    from isaac_perf.core.transport.latency import TransportTimes, summarize
+    a, b = TransportTimes(capacity=8), TransportTimes(capacity=8)
+    ms = 1_000_000
+    a.record(1000 * ms, 1002 * ms, 1003 * ms, 1007 * ms)   # publish 2, middleware 1, callback 4 ms
+    b.record(1000 * ms, None, 1005 * ms, 1006 * ms)        # no write time: only the callback part counts
+    one = a.values()
+    assert (one['transport_publish_ms_p50'], one['transport_middleware_ms_p50'],
+            one['transport_callback_ms_p50']) == ('2.000', '1.000', '4.000')
+    both = summarize([a, b])
+    assert both['transport_publish_ms_p50'] == '2.000' and both['transport_callback_ms_p50'] == '2.500'
+    assert TransportTimes().values()['transport_publish_ms_p99'] == 'nan'

@@ -14,6 +14,7 @@ callback ran, so the rate does not drift; ticks that come too late are skipped b
 """
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,10 +75,10 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('qos_depth', 1, 'Publisher history depth (keep last N); 1 keeps a slow reader on the newest '
               'frame instead of a queue of stale ones.', min=1, max=1000),
     *ZERO_COPY_WRITER,
-    ParamSpec('publish_threads', 4, 'Threads that copy and publish the cameras of one tick in parallel (the '
-              'copy releases the GIL): with 8 cameras at 1080p one thread puts the last camera about 4 ms '
-              'behind the shared stamp. 1 = every camera in the timer callback, one after another.',
-              min=1, max=64, read_only=True),
+    ParamSpec('publish_threads', 0, 'Threads that copy and publish the cameras of one tick in parallel (the '
+              'copy releases the GIL): with 8 cameras at 1080p one thread put the last camera 4 ms behind '
+              'the shared stamp. 0 = one per camera, at most half the CPU cores; 1 = every camera in the '
+              'timer callback, one after another.', min=0, max=64, read_only=True),
     ParamSpec('diagnostics_period_s', 1.0, 'Period of the /diagnostics status of this node.',
               min=0.1, max=60.0),
 )
@@ -86,6 +87,11 @@ PARAMS: tuple[ParamSpec, ...] = (
 _SOURCE_KEYS = {'width', 'height', 'encoding', 'source', 'source_path', 'source_topic', 'cache_mb'}
 _PUBLISHER_KEYS = {'camera_count', 'camera_topics', 'topic_pattern', 'qos_reliability', 'qos_depth',
                    'frame_id', 'zero_copy', 'zero_copy_slots'}
+
+
+def publish_threads(setting: int, cameras: int) -> int:
+    """Threads for `publish_threads` = `setting` (0 = one per camera, at most half the cores)."""
+    return setting if setting > 0 else max(1, min(cameras, (os.cpu_count() or 2) // 2))
 
 
 def _cross_check(current: dict[str, Any], changes: dict[str, Any]) -> list[str]:
@@ -131,7 +137,7 @@ class ImageSource(Node):
         self._index = 0
         self._first_tick_ns = 0
         self._timer = None
-        threads = self._values['publish_threads']
+        threads = publish_threads(self._values['publish_threads'], len(camera_topics(self._values)))
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix='image_source') if threads > 1 else None
         self._open_sources()
         self._create_publishers()

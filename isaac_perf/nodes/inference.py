@@ -70,7 +70,7 @@ from isaac_perf.ros.conversions import (
     stamp_to_ns,
 )
 from isaac_perf.ros.diagnostics import Updater
-from isaac_perf.ros.frame_transport import FrameSubscriber, ReceivedFrame
+from isaac_perf.ros.frame_transport import FrameSubscriber, ReceivedFrame, transport_times
 from isaac_perf.ros.log import LogLimiter
 from isaac_perf.ros.node_main import StartupError, run_node
 from isaac_perf.ros.params import declare_params
@@ -485,6 +485,7 @@ class InferenceNode(Node):
         status.update({f'{k}_ms_mean': f'{v:.3f}' for k, v in self.stage_means().items()})
         status.add('input_topics', ','.join(self.input_topics))
         status.add('input_paths', ','.join(sorted({sub.mode for sub in self._frame_subs})) or 'none')
+        status.update(transport_times(self._frame_subs))
         wrong = self._wrong_type_publishers()
         if wrong:
             status.merge_summary(Level.ERROR, wrong)

@@ -75,7 +75,7 @@ from isaac_perf.ros.conversions import (
     stamp_to_ns,
 )
 from isaac_perf.ros.diagnostics import Updater
-from isaac_perf.ros.frame_transport import FrameSubscriber, ReceivedFrame
+from isaac_perf.ros.frame_transport import FrameSubscriber, ReceivedFrame, transport_times
 from isaac_perf.ros.node_main import StartupError, run_node
 from isaac_perf.ros.params import declare_params
 from isaac_perf.ros.qos import qos_from_name
@@ -463,6 +463,8 @@ class StreamBatcher(Node):
         with self._lock:
             values.update({f'zero_copy_refused_{k}': n for k, n in sorted(self.refused.items())})
             values['input_paths'] = ','.join(sorted({sub.mode for sub in self._frame_subs})) or 'none'
+            subs = list(self._frame_subs)
+        values.update(transport_times(subs))
         sched = self.pipeline.scheduler
         if sched is not None:
             values.update(scheduler_values(sched))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import array
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,13 +33,14 @@ from sensor_msgs.msg import Image
 from isaac_perf.core.inference.frames import ImageFormatError, as_array, check_layout, pixel_format
 from isaac_perf.core.transport.descriptor import Descriptor, DescriptorError, decode, encode
 from isaac_perf.core.transport.errors import TransportUnavailable
+from isaac_perf.core.transport.latency import TransportTimes, summarize
 from isaac_perf.core.transport.negotiation import Endpoint, PlainNeed, descriptor_topic
 from isaac_perf.core.transport.shm_ring import ShmReader, ShmWriter
 from isaac_perf.ros.conversions import fill_image, set_layout
 from isaac_perf.ros.receipt import ReceiptLosses
 
 __all__ = ['DEFAULT_SLOTS', 'FramePublisher', 'FrameSubscriber', 'ReceivedFrame', 'descriptor_topic',
-           'publisher_totals']
+           'publisher_totals', 'transport_times']
 
 DEFAULT_SLOTS = 8
 NEGOTIATE_PERIOD_S = 1.0
@@ -222,6 +224,11 @@ class FramePublisher:
         self._writer = self._gpu_writer = None
 
 
+def transport_times(subscribers: list[FrameSubscriber]) -> dict[str, str]:
+    """Diagnostics over a node's subscribers: where the transport time went (core.transport.latency)."""
+    return summarize([sub.times for sub in subscribers])
+
+
 def publisher_totals(publishers: list[FramePublisher]) -> dict[str, Any]:
     """Diagnostics over a node's publishers: frames per path, and why the transport is off where it is."""
     totals: dict[str, Any] = {f'frames_{k}': sum(p.counters[k] for p in publishers)
@@ -255,6 +262,7 @@ class FrameSubscriber:
         self._gpu_frames = gpu_frames  # hand GPU frames over as they are; else copy them to the host
         self._cuda_stream = cuda_stream
         self.gpu_to_host = 0  # GPU frames copied to the host for this (host) consumer
+        self.times = TransportTimes()  # where the transport time of descriptor frames goes
         self._need = PlainNeed()
         self._descriptors = None
         self._plain = None
@@ -266,7 +274,7 @@ class FrameSubscriber:
             self.topic = self._plain.topic_name
             return
         self._descriptors = losses.subscribe(node, Image, descriptor_topic(topic), self._on_descriptor, qos,
-                                             source=(source, 'zero_copy'), **kwargs)
+                                             source=(source, 'zero_copy'), pass_info=True, **kwargs)
         self.topic = self._descriptors.topic_name[:-len('/zero_copy')]
         self._timer = node.create_timer(NEGOTIATE_PERIOD_S, self._negotiate)
         self._negotiate()
@@ -306,7 +314,11 @@ class FrameSubscriber:
             return  # the same frame also came (or comes) by descriptor
         self._callback(msg)
 
-    def _on_descriptor(self, msg: Image) -> None:
+    def _on_descriptor(self, msg: Image, info: Any) -> None:
+        if isinstance(info, dict):
+            stamp = msg.header.stamp
+            self.times.record(stamp.sec * 1_000_000_000 + stamp.nanosec, info.get('source_timestamp'),
+                              info.get('received_timestamp'), time.time_ns())
         gpu = None
         try:
             descriptor = decode(msg.data)
