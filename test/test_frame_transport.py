@@ -293,3 +293,18 @@ def test_gpu_frames_cross_processes_by_cuda_ipc_and_reach_host_readers_too(ros_c
             sub.destroy()
         node.destroy_node()
     assert proc.returncode == 0, err
+
+
+def test_a_watcher_reads_the_described_frame_size_from_the_descriptor_bytes():
+    from rclpy.serialization import serialize_message
+
+    from isaac_perf.core.transport.wire import described_frame_bytes
+    for frame_id, encoding, height, step in (('', 'rgb8', 1080, 5760), ('camera_3_optical_frame', 'mono16',
+                                                                          480, 1280)):
+        msg = Image(height=height, width=step // 3, encoding=encoding, step=step)
+        msg.header.frame_id = frame_id
+        msg.data = encode(Descriptor(memory='host', segment='isaac_perf.1.cam.0', slot=0, generation=1,
+                                     nbytes=height * step, publisher_pid=1))
+        assert described_frame_bytes(serialize_message(msg)) == height * step
+    assert described_frame_bytes(b'\x00\x01\x00\x00short') is None
+    assert described_frame_bytes(b'') is None
