@@ -143,7 +143,7 @@ class StreamBatcher(Node):
         self.results_published = 0
         self.failed_frames = 0
         self.unpublished = 0  # results of a camera whose publisher is gone (dropped, counted)
-        self.refused: dict[str, int] = {}  # zero-copy descriptors refused, by reason (within bad_input)
+        self.refused: dict[str, int] = {}  # zero-copy frames that could not be read, by reason (dropped)
         # Frames lost before receipt (publisher sequence gaps, the middleware's message-lost event), as
         # inference_node counts them: published = received + lost before receipt, and received =
         # published results + dropped + pending.
@@ -269,9 +269,10 @@ class StreamBatcher(Node):
             # The frame was published and is lost here: received, and dropped with its cause.
             with self._lock:
                 self.frames_received += 1
-                self.bad_input += 1
                 self.refused[reason] = self.refused.get(reason, 0) + 1
-            self._report(f'zero_copy_{reason}', f'frame on {topic} dropped: {message}')
+            # stale = the reader fell a whole ring behind (overload), not bad input: a warning
+            self._report(f'zero_copy_{reason}', f'frame on {topic} dropped: {message}',
+                         'warning' if reason == 'stale' else 'error')
         return on_refused
 
     # ------------------------------------------------------------------------------------ input
@@ -424,12 +425,12 @@ class StreamBatcher(Node):
                 if self.time_to_first_result_s is None:
                     self.time_to_first_result_s = time.monotonic() - self._started
 
-    def _report(self, kind: str, message: str) -> None:
+    def _report(self, kind: str, message: str, severity: str = 'error') -> None:
         self.last_error = message
         now = time.monotonic()
         if self.context.ok() and now - self._last_logged.get(kind, -1e9) >= LOG_REPEAT_S:
             self._last_logged[kind] = now
-            self.get_logger().error(message)
+            (self.get_logger().warning if severity == 'warning' else self.get_logger().error)(message)
 
     # ------------------------------------------------------------------------------ diagnostics
 
@@ -456,12 +457,12 @@ class StreamBatcher(Node):
         with self._lock:
             received, published = self.frames_received, self.results_published
             bad_input, failed, unpublished = self.bad_input, self.failed_frames, self.unpublished
+            refused = dict(self.refused)
         values: dict[str, Any] = {'frames_received': received, 'results_published': published,
-                                  **batching_values(self.batcher, bad_input, failed, unpublished)}
+                                  **batching_values(self.batcher, bad_input, failed, unpublished, refused)}
         values['frames_pending'] = received - published - values['total_dropped_frames']
         values.update(self.losses.values())
         with self._lock:
-            values.update({f'zero_copy_refused_{k}': n for k, n in sorted(self.refused.items())})
             values['input_paths'] = ','.join(sorted({sub.mode for sub in self._frame_subs})) or 'none'
             subs = list(self._frame_subs)
         values.update(transport_times(subs))

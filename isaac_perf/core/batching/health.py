@@ -6,7 +6,7 @@ high-water marks); `batcher_summary` sets the level. No ROS, so each is tested b
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -24,13 +24,16 @@ def _percentile_ms(delays_ns: Iterable[int], q: float) -> str:
 
 
 def batching_values(batcher: DynamicBatcher, bad_input: int, failed_frames: int,
-                    unpublished: int = 0) -> dict[str, Any]:
+                    unpublished: int = 0, refused: Mapping[str, int] | None = None) -> dict[str, Any]:
     """Drops by cause (overload = evicted from a full camera queue; unpublished = a result whose camera's
-    publisher was gone), batch statistics and the policy."""
+    publisher was gone; zero_copy_<reason> = a shared-memory frame that could not be read, e.g. stale:
+    overwritten before it was opened), batch statistics and the policy."""
     stats = batcher.stats()
     delays = list(batcher.queue_delays_ns)
+    refused = dict(refused or {})
+    total = stats.dropped + bad_input + failed_frames + unpublished + sum(refused.values())
     values: dict[str, Any] = {
-        'total_dropped_frames': stats.dropped + bad_input + failed_frames + unpublished,
+        'total_dropped_frames': total,
         'dropped_overload': stats.dropped, 'dropped_bad_input': bad_input,
         'dropped_engine_error': failed_frames, 'dropped_unpublished': unpublished,
         'batches': stats.batches, 'batch_size_mean': f'{stats.mean_batch_size:.2f}',
@@ -42,6 +45,7 @@ def batching_values(batcher: DynamicBatcher, bad_input: int, failed_frames: int,
         'max_batch_size': stats.policy.max_batch_size,
         'max_queue_delay_ms': stats.policy.max_queue_delay_ns / NS_PER_MS,
         'queue_depth': stats.policy.queue_depth}
+    values.update({f'dropped_zero_copy_{reason}': n for reason, n in sorted(refused.items())})
     for cam, s in stats.cameras.items():
         values[f'camera {cam}'] = (f'received {s.received} dropped {s.dropped} queued {s.queued} '
                                    f'{"stopped" if s.stopped else "active"}')
