@@ -51,7 +51,7 @@ from isaac_perf.core.tuning.knobs import (
     knobs_from,
 )
 from isaac_perf.core.tuning.params_file import params_file_text
-from isaac_perf.core.tuning.planner import LatencyCurve, StageWindow, plan_start
+from isaac_perf.core.tuning.planner import LatencyCurve, StageWindow, host_overhead_ms, plan_start
 from isaac_perf.core.tuning.qos import QosEvent, QosEventCounter, check_compatible
 from isaac_perf.core.tuning.tuner_health import TunerFacts, tuner_status
 from isaac_perf.core.tuning.tuner_params import (
@@ -335,9 +335,12 @@ class QosTuner(Node):
             'max_batch_size', 1),)
         streams = (knobs['num_streams'].values if 'num_streams' in knobs
                    else (self._config.get('num_streams', 1),))
+        seen = host_overhead_ms(self._curve, fps=state.fps, mean_batch=state.mean_batch, offered_fps=offered)
+        overhead = max(self.p['plan_overhead_ms'], seen if math.isfinite(seen) else 0.0)
         plan = plan_start(self._curve, cameras=self._cameras or 1, offered_fps=offered,
                           budget_ms=self.p['latency_budget_ms'], batch_sizes=sizes, streams=streams,
                           headroom=self.p['headroom'], load_margin=self.p['load_margin'],
+                          overhead_ms=overhead, per_frame_ms=self.p['plan_per_frame_ms'],
                           depth_bounds=(self.p['queue_depth_min'], self.p['queue_depth_max']))
         self._planned = True
         self._planned_rate = offered
@@ -345,7 +348,8 @@ class QosTuner(Node):
                               f'capacity {plan.expected_capacity_fps:.0f} FPS',
                               expected_p99_ms=plan.expected_p99_ms, expected_fps=plan.expected_capacity_fps)
         self._publish({'action': 'planned', 'reason': plan.reason, 'plan': plan.config,
-                       'offered_fps': offered, 'feasible': plan.feasible, 'curve': self._curve.format()})
+                       'offered_fps': offered, 'feasible': plan.feasible, 'curve': self._curve.format(),
+                       'host_overhead_ms': overhead})
         if not plan.feasible:
             self._log.log('warning', f'the curve predicts the budget out of reach: {plan.reason}')
 
@@ -383,8 +387,11 @@ class QosTuner(Node):
             return None
         now_ns = time.time_ns() if now_ns is None else now_ns
         policy, fps = self._window_policy, self._window_fps
+        if not math.isfinite(fps):  # estimate from the last second of reports
+            fps = self._windows.window(now_ns - 1_000_000_000, now_ns, self._since_ns).fps or NAN
         if not self._since_ns:
-            self._since_ns = now_ns
+            # the tuner's first window: nothing changed yet, so the frames already here count
+            self._since_ns = now_ns - int((policy.settle_s(fps) + policy.window_s(fps)) * 1e9)
         start = max(self._since_ns + int(policy.settle_s(fps) * 1e9), self._window_end_ns)
         end = start + int(policy.window_s(fps) * 1e9)
         if now_ns < end:
@@ -490,6 +497,8 @@ class QosTuner(Node):
             return
         params = []
         for name, value in change.new.items():
+            if value is None:  # never set a knob to "unknown" (a revert to a value never read)
+                continue
             target, target_value = knob_to_target(name, value)
             params.append(Parameter(target, value=target_value).to_parameter_msg())
         future = self._set_client.call_async(SetParametersAtomically.Request(parameters=params))

@@ -139,15 +139,31 @@ class RealtimeController:
         Only knobs this controller tunes are moved; returns False when that changes nothing. The plan is
         judged like a fix: kept when its window is within budget or cuts the overshoot, else reverted.
         """
-        here = dict(self.config or {})
-        new = {n: v for n, v in target.items() if n in self.names and here.get(n) != v}
-        if not new:
+        wanted = {n: v for n, v in target.items() if n in self.names}
+        if self.config is not None and all(self.config.get(n) == v for n, v in wanted.items()):
             self._plan = None
             return False
-        self._plan = Change(new=new, old={n: here.get(n) for n in new}, reason=reason,
-                            expected=expected or 'the predicted setting', direction='plan',
-                            expected_p99_ms=expected_p99_ms, expected_fps=expected_fps)
-        return True
+        # `old` is filled in when the plan is proposed, from the setting then measured
+        self._plan = Change(new=wanted, old={}, reason=reason, expected=expected or 'the predicted setting',
+                            direction='plan', expected_p99_ms=expected_p99_ms, expected_fps=expected_fps)
+        return bool(wanted)
+
+    def _propose_plan(self, now_s: float, state: PipelineState) -> Decision | None:
+        planned, self._plan = self._plan, None
+        if planned is None or self.config is None:
+            return None
+        here = self.config
+        new = {n: v for n, v in planned.new.items() if here.get(n) != v}
+        if not new or any((n, v) in self._refused for n, v in new.items()):
+            return None
+        change = Change(new=new, old={n: here.get(n) for n in new}, reason=planned.reason,
+                        expected=planned.expected, direction='plan', expected_p99_ms=planned.expected_p99_ms,
+                        expected_fps=planned.expected_fps)
+        if self._key_of(change) in self._bad:
+            return None
+        self._pending = _Probe(change=change, base=state, purpose='plan')
+        self._proposed_at = now_s
+        return self._decide('plan', f'model-predicted setting: {change.reason}', now_s, state, change)
 
     def load_changed(self, now_s: float, reason: str) -> Decision:
         """The load changed (cameras, offered rate): what was measured no longer holds. Forget it, keep the
@@ -246,13 +262,9 @@ class RealtimeController:
         r = self.requirements
         if self._probe is not None:
             return self._judge(now_s, state)
-        if self._plan is not None:
-            change, self._plan = self._plan, None
-            refused = any((n, v) in self._refused for n, v in change.new.items())
-            if not refused and self._key_of(change) not in self._bad:
-                self._pending = _Probe(change=change, base=state, purpose='plan')
-                self._proposed_at = now_s
-                return self._decide('plan', f'model-predicted setting: {change.reason}', now_s, state, change)
+        planned = self._propose_plan(now_s, state)
+        if planned is not None:
+            return planned
 
         over = overshoot(r, state) > 0
         self._over = self._over + 1 if over else 0
@@ -290,6 +302,9 @@ class RealtimeController:
         if changed_outside:
             return self._decide('external', 'the settings changed outside the tuner; measuring them anew',
                                 now_s, state)
+        planned = self._propose_plan(now_s, state)  # a plan needs no settled window of the start first
+        if planned is not None:
+            return planned
         return self._decide('settling', 'first measurement: waiting for a settled window', now_s, state)
 
     def _key_of(self, change: Change) -> tuple[Value, ...]:

@@ -89,50 +89,74 @@ def _depth(batch: int, cameras: int, bounds: tuple[int, int]) -> int:
 def plan_start(curve: LatencyCurve, *, cameras: int, offered_fps: float, budget_ms: float,
                batch_sizes: Sequence[int], streams: Sequence[int] = (1,), headroom: float = 0.15,
                load_margin: float = 0.5, jitter: float = 0.5, transport_ms: float = 0.0,
+               overhead_ms: float = 0.0, per_frame_ms: float = 0.0,
                depth_bounds: tuple[int, int] = (1, 1000)) -> StartPlan:
     """The first setting to try, from the engine's curve, the load and the budget.
 
-    With a dynamic batcher and max_queue_delay 0 a batch takes whatever is queued, up to max_batch_size,
-    when a lane frees: batches grow with the load by themselves. So the plan is the smallest max_batch_size
-    whose capacity covers the offered rate with `load_margin` to spare (a GPU at <= 1 / (1 + margin) of its
-    capacity keeps queues short) while one batch, with `jitter` added and the measured `transport_ms`
-    (DDS, copies: what the curve does not see), fits (1 - headroom) x budget. Offered rate unknown (0 or
-    NaN) or above every capacity: the largest batch whose predicted p99 fits (saturated input: throughput
-    is then the capacity). A second stream only when the GPU would be more than half busy. Queue depth: one
-    batch's share per camera. Nothing fits: the lowest-latency setting, `feasible` False.
+    One batch of b frames costs s(b) = curve(b) + `overhead_ms` + `per_frame_ms` x b (the host work the
+    engine curve does not see: staging copies, launches, publishing results). With a dynamic batcher and
+    max_queue_delay 0 a batch takes whatever is queued, up to max_batch_size, when a lane frees, so batches
+    grow with the load by themselves. Synchronised cameras deliver a burst of `cameras` frames at once; its
+    last frame waits ceil(cameras / b) batches, so p99 ~ transport + ceil(cameras / b) x s(b) x (1 + jitter).
+    Of the batch sizes whose capacity 1000 b / s(b) covers the offered rate with `load_margin` to spare (a
+    GPU at <= 1 / (1 + margin) of capacity keeps queues short) and whose p99 fits (1 - headroom) x budget,
+    the lowest p99 (then the smaller batch). Offered rate unknown (0 or NaN) or above every capacity: the
+    largest capacity whose p99 (one batch waiting behind one running) fits: throughput is then the
+    capacity. A second stream only when the GPU would be more than half busy. Queue depth: one batch's
+    share per camera. Nothing fits: the lowest-latency setting, `feasible` False.
     """
     sizes = sorted(int(b) for b in batch_sizes if b >= 1)
     if not sizes:
         raise ValueError('batch_sizes is empty: give the max_batch_size values the search may set')
     limit = budget_ms * (1.0 - headroom)
+    cams = max(1, cameras)
 
-    def p99(b: int) -> float:
-        return transport_ms + curve.ms(b) * (1.0 + jitter)
+    def cost(b: int) -> float:
+        return curve.ms(b) + overhead_ms + per_frame_ms * b
 
-    fits = [b for b in sizes if p99(b) <= limit]
+    def capacity(b: int) -> float:
+        return 1000.0 * b / cost(b)
+
     known = math.isfinite(offered_fps) and offered_fps > 0
     need = offered_fps * (1.0 + load_margin) if known else math.inf
-    covering = [b for b in fits if curve.capacity_fps(b) >= need]
+
+    def p99(b: int) -> float:
+        batches = math.ceil(cams / b) if known and need <= capacity(b) else 2
+        return transport_ms + batches * cost(b) * (1.0 + jitter)
+
+    covering = [b for b in sizes if capacity(b) >= need and p99(b) <= limit]
+    fits = [b for b in sizes if p99(b) <= limit]
     if covering:
-        b = covering[0]
-        why = (f'smallest batch whose capacity {curve.capacity_fps(b):.0f} FPS covers '
-               f'{offered_fps:.0f} FPS offered x {1 + load_margin:g}')
+        b = min(covering, key=lambda x: (p99(x), x))
+        why = (f'capacity {capacity(b):.0f} FPS covers {offered_fps:.0f} FPS offered x {1 + load_margin:g} '
+               f'at the lowest predicted p99')
     elif fits:
-        b = max(fits, key=curve.capacity_fps)
+        b = max(fits, key=capacity)
         why = ('offered rate unknown' if not known else
                f'{offered_fps:.0f} FPS offered x {1 + load_margin:g} is above every capacity')
-        why += f': the largest capacity within {limit:.1f} ms, {curve.capacity_fps(b):.0f} FPS'
+        why += f': the largest capacity within {limit:.1f} ms, {capacity(b):.0f} FPS'
     else:
         b = sizes[0]
-        why = (f'no batch size fits: batch {b} alone is predicted at p99 {p99(b):.1f} ms over '
-               f'{limit:.1f} ms')
-    utilisation = (offered_fps / curve.capacity_fps(b)) if known else 1.0
+        why = f'no batch size fits: batch {b} alone is predicted at p99 {p99(b):.1f} ms over {limit:.1f} ms'
+    utilisation = (offered_fps / capacity(b)) if known else 1.0
     k = min(streams) if utilisation <= 0.5 or len(streams) == 1 else sorted(streams)[1]
     config: dict[str, Value] = {'max_batch_size': b, 'max_queue_delay_ms': 0.0, 'num_streams': int(k),
                                 'queue_depth': _depth(b, cameras, depth_bounds)}
-    return StartPlan(config=config, expected_p99_ms=p99(b), expected_capacity_fps=curve.capacity_fps(b),
+    return StartPlan(config=config, expected_p99_ms=p99(b), expected_capacity_fps=capacity(b),
                      offered_fps=offered_fps if known else math.nan, feasible=bool(fits),
-                     reason=f'{why}; batch {b} predicted {curve.ms(b):.2f} ms, p99 ~{p99(b):.1f} ms')
+                     reason=f'{why}; batch {b} predicted {cost(b):.2f} ms, p99 ~{p99(b):.1f} ms')
+
+
+def host_overhead_ms(curve: LatencyCurve, *, fps: float, mean_batch: float, offered_fps: float) -> float:
+    """Per-batch host cost the curve does not see, from a saturated window (NaN when it is not one).
+
+    Saturated (delivering under 90 % of what is offered) the pipeline runs batches back to back, so one
+    batch of `mean_batch` frames takes 1000 x mean_batch / fps ms; what the engine curve does not explain
+    of that is host work (staging, launches, publishing).
+    """
+    if not (fps > 0 and mean_batch >= 1 and math.isfinite(offered_fps) and fps < 0.9 * offered_fps):
+        return math.nan
+    return max(0.0, 1000.0 * mean_batch / fps - curve.ms(mean_batch))
 
 
 # --------------------------------------------------------------------------------- adaptive windows

@@ -83,6 +83,11 @@ PARAMS: list[ParamSpec] = [
               'there.'),
     ParamSpec('load_margin', 0.5, 'Plan: capacity to keep above the offered rate (0.5 = the GPU at most '
               '2/3 busy).', min=0.0, max=10.0),
+    ParamSpec('plan_overhead_ms', 1.0, 'Plan: host milliseconds per batch the engine curve does not see '
+              '(staging, launches, publishing); raised to what a saturated window shows.', min=0.0,
+              max=1000.0),
+    ParamSpec('plan_per_frame_ms', 0.2, 'Plan: host milliseconds per frame the engine curve does not see.',
+              min=0.0, max=1000.0),
     ParamSpec('load_change_ratio', 0.3, "A change of the target's received frame rate by more than this "
               'fraction, for 3 diagnostics samples in a row, counts as a load change (so does a change of '
               'its camera_topics): forget the measurements, re-plan, search again.', min=0.05, max=10.0),
