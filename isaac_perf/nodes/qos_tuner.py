@@ -114,6 +114,7 @@ class QosTuner(Node):
         self._received_rate = NAN
         self._rate_off = 0
         self._written_best: Any = None
+        self._overhead_seen: float | None = None  # host ms per batch the curve misses, once calibrated
 
         self._group = MutuallyExclusiveCallbackGroup()
         self.decisions_pub = self.create_publisher(String, '~/decisions', 50)
@@ -285,6 +286,8 @@ class QosTuner(Node):
 
     # -- load changes, the plan ---------------------------------------------------------------------------
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        # the publisher's stamp, not arrival: reliable diagnostics can arrive in bursts
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         for status in msg.status:
             if status.hardware_id != self.p['target_node']:
                 continue
@@ -298,7 +301,7 @@ class QosTuner(Node):
                                            f'{curve.format()}')
             if 'frames_received' in values:
                 try:
-                    self._on_received(time.monotonic(), float(values['frames_received']))
+                    self._on_received(stamp or time.time(), float(values['frames_received']))
                 except ValueError:
                     pass
 
@@ -329,14 +332,21 @@ class QosTuner(Node):
             return
         offered = self._received_rate
         if not math.isfinite(offered):
-            offered = self._offered_hint if math.isfinite(self._offered_hint) else state.fps
+            offered = self._offered_hint
+        # what the pipeline delivers is offered too (a received rate read over a gap can be low)
+        offered = max(offered, state.fps) if math.isfinite(offered) else state.fps
         knobs = {k.name: k for k in self._knobs}
         sizes = knobs['max_batch_size'].values if 'max_batch_size' in knobs else (self._config.get(
             'max_batch_size', 1),)
         streams = (knobs['num_streams'].values if 'num_streams' in knobs
                    else (self._config.get('num_streams', 1),))
-        seen = host_overhead_ms(self._curve, fps=state.fps, mean_batch=state.mean_batch, offered_fps=offered)
-        overhead = max(self.p['plan_overhead_ms'], seen if math.isfinite(seen) else 0.0)
+        if self._overhead_seen is None:
+            # calibrated once, from the tuner's first window, when it shows full batches falling behind
+            full = state.mean_batch >= 0.9 * float(self._config.get('max_batch_size', math.inf))
+            seen = host_overhead_ms(self._curve, fps=state.fps, mean_batch=state.mean_batch,
+                                    offered_fps=self._received_rate) if full else NAN
+            self._overhead_seen = seen if math.isfinite(seen) else 0.0
+        overhead = max(self.p['plan_overhead_ms'], self._overhead_seen)
         plan = plan_start(self._curve, cameras=self._cameras or 1, offered_fps=offered,
                           budget_ms=self.p['latency_budget_ms'], batch_sizes=sizes, streams=streams,
                           headroom=self.p['headroom'], load_margin=self.p['load_margin'],
