@@ -75,6 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument('--rate', type=float, help='frames/s per camera; default: the probe\'s highest sustained')
     p.add_argument('--probe-rates', default='30,60,90,120,150', help='rates the offered-rate probe tries')
     p.add_argument('--budget-ms', type=float, default=33.0)
+    p.add_argument('--extra-budget-ms', type=float, nargs='*', default=[],
+                   help='further tuner phases (bad start, tuner, no load change) at these budgets, compared '
+                        'with the same sweep')
     p.add_argument('--tune-seconds', type=float, help='default 35; quick 25')
     p.add_argument('--load-phase-s', type=float, help='seconds per load phase (default 18; quick 10)')
     p.add_argument('--no-load', action='store_true', help='skip the load-change phase')
@@ -140,6 +143,9 @@ class Observer:
         self.node = rclpy.create_node('tuning_ros_observer', context=self.context)
         self._lock = threading.Lock()
         self.reports: list[tuple[int, int, float]] = []  # stamp ns, arrival ns, engine batch
+        self.stages: list[tuple[float, ...]] = []  # per report, the batcher's stage times (stage_names)
+        self.stage_names: list[str] = []
+        self._stage_index: list[int] = []
         self.knob_events: list[tuple[int, str, Any]] = []  # arrival ns, name, value (stream_batcher)
         self.decisions: list[tuple[int, dict[str, Any]]] = []
         self.published: list[tuple[int, float]] = []  # arrival ns, image_source frames_published
@@ -171,10 +177,14 @@ class Observer:
         if self._batch_index is None:
             labels = [d.label for d in msg.layout.dim]
             self._batch_index = labels.index('engine_batch_size') if 'engine_batch_size' in labels else -1
+            self._stage_index = [i for i, name in enumerate(labels) if name.endswith('_ms')]
+            self.stage_names = [labels[i][:-3] for i in self._stage_index]
         stamp = int(data[0]) * 1_000_000_000 + int(data[1])
         b = float(data[self._batch_index]) if 0 <= self._batch_index < len(data) else math.nan
+        stages = tuple(float(data[i]) for i in self._stage_index if i < len(data))
         with self._lock:
             self.reports.append((stamp, arrival, b))
+            self.stages.append(stages)
 
     def _on_event(self, event: Any) -> None:
         if event.node != '/stream_batcher':
@@ -229,15 +239,24 @@ class Observer:
         return '; '.join(reasons)
 
     # -- windows ------------------------------------------------------------------------------------------
-    def window(self, start_ns: int, end_ns: int, since_ns: int = 0) -> dict[str, Any]:
+    def window(self, start_ns: int, end_ns: int, since_ns: int = 0, detail: bool = True) -> dict[str, Any]:
         with self._lock:
-            rows = [(s, a, b) for s, a, b in self.reports if start_ns <= a < end_ns and s >= since_ns]
+            picked = [i for i, (s, a, _) in enumerate(self.reports)
+                      if start_ns <= a < end_ns and s >= since_ns]
+            rows = [self.reports[i] for i in picked]
+            stages = [self.stages[i] for i in picked]
         lat = [(a - s) / 1e6 for s, a, _ in rows]
         p = LP.percentiles(lat)
         batches = [b for _, _, b in rows if math.isfinite(b)]
-        return {'frames': len(rows), 'fps': len(rows) / max(1e-9, (end_ns - start_ns) / 1e9),
-                'p50_ms': p['p50'] if lat else None, 'p99_ms': p['p99'] if lat else None,
-                'mean_batch': sum(batches) / len(batches) if batches else None}
+        out = {'frames': len(rows), 'fps': len(rows) / max(1e-9, (end_ns - start_ns) / 1e9),
+               'p50_ms': p['p50'] if lat else None, 'p99_ms': p['p99'] if lat else None,
+               'mean_batch': sum(batches) / len(batches) if batches else None}
+        if stages and detail:
+            cols = list(zip(*[st for st in stages if len(st) == len(self.stage_names)], strict=True))
+            out['stages_ms'] = {name: {'p50': round(LP.percentiles(list(c))['p50'], 2),
+                                       'p99': round(LP.percentiles(list(c))['p99'], 2)}
+                                for name, c in zip(self.stage_names, cols, strict=True)}
+        return out
 
     def offered_fps(self, start_ns: int, end_ns: int) -> float:
         with self._lock:
@@ -254,7 +273,8 @@ class Observer:
 
 # ------------------------------------------------------------------------------------------- processes
 
-def node_commands(args: argparse.Namespace, logs: Path) -> dict[str, list[str]]:
+def node_commands(args: argparse.Namespace, logs: Path, budget: float, yaml_name: str
+                  ) -> dict[str, list[str]]:
     from isaac_perf.core import pipeline_graph as graph
     from isaac_perf.core.paths import config_file
     model: dict[str, Any] = {'model': args.model}
@@ -269,11 +289,11 @@ def node_commands(args: argparse.Namespace, logs: Path) -> dict[str, list[str]]:
                'cuda_graphs': bool(args.cuda_graphs), 'graph_max_batch_size': max(_ints(args.sweep_batches)),
                'graph_streams': max(args.max_streams, max(_ints(args.sweep_streams))), **model,
                **({'device': 'cpu'} if args.quick else {})}
-    tuner = {'target_node': '/stream_batcher', 'latency_budget_ms': float(args.budget_ms),
+    tuner = {'target_node': '/stream_batcher', 'latency_budget_ms': float(budget),
              'window_source': 'stage_times', 'cooldown_s': 0.5, 'confirm_windows': 2,
              'batch_size_max': max(_ints(args.sweep_batches)), 'num_streams_max': args.max_streams,
              'queue_delay_ms_max': max(_floats(args.sweep_delays) + [5.0]),
-             'output_dir': str(logs), 'output_config_path': 'tuned.yaml', 'max_changes_per_min': 20}
+             'output_dir': str(logs), 'output_config_path': yaml_name, 'max_changes_per_min': 20}
     nodes = [graph.LaunchedNode('image_source', 'image_source', (source,)),
              graph.LaunchedNode('stream_batcher', 'stream_batcher',
                                 (str(config_file('stream_batcher.yaml')), batcher)),
@@ -407,20 +427,68 @@ def best_window(obs: Observer, start_ns: int, end_ns: int, length_s: float, budg
 
 # ---------------------------------------------------------------------------------------------- main
 
+def tuner_phase(obs: Observer, group: Any, args: argparse.Namespace, logs: Path, budget: float,
+                load: bool) -> dict[str, Any]:
+    """Bad start, then a qos_tuner process for `budget` (t0 = its start), then (if `load`) the load
+    changes."""
+    from isaac_perf.core.pipeline_graph import pattern_topics
+    why = obs.set_params('/stream_batcher', {**BAD_START, 'camera_topics': pattern_topics(args.cameras)})
+    obs.set_params('/image_source', {'camera_count': args.cameras})
+    if why:
+        raise RuntimeError(f'stream_batcher refused the bad start: {why}')
+    time.sleep(3.0)  # the bad start's queues fill
+    bad0 = time.time_ns()
+    time.sleep(2.0)
+    phase: dict[str, Any] = {'budget_ms': budget, 'load_changes': [],
+                             'bad_start': obs.window(bad0, time.time_ns(), since_ns=bad0 - int(3e9))}
+    print(f'bad start: {phase["bad_start"]}', flush=True)
+    yaml_name = f'tuned_{budget:g}ms.yaml'
+    command = node_commands(args, logs, budget=budget, yaml_name=yaml_name)['qos_tuner']
+    t0 = time.time_ns()
+    tuner = group.start('qos_tuner', command)
+    print(f'qos_tuner (budget {budget:g} ms) started; recording {args.tune_seconds:g} s', flush=True)
+    time.sleep(args.tune_seconds)
+    if load:
+        for cams in (args.low_cameras, args.cameras, args.low_cameras):
+            at = time.time_ns()
+            reasons = (obs.set_params('/stream_batcher', {'camera_topics': pattern_topics(cams)})
+                       + obs.set_params('/image_source', {'camera_count': cams}))
+            phase['load_changes'].append({'t_s': round((at - t0) / 1e9, 2), 'cameras': cams,
+                                          'refused': reasons})
+            print(f'load change -> {cams} cameras at t={phase["load_changes"][-1]["t_s"]} s {reasons}',
+                  flush=True)
+            time.sleep(args.load_phase_s)
+    phase['t0_ns'], phase['t_end_ns'] = t0, time.time_ns()
+    with obs._lock:
+        phase['decisions'] = [{'t_s': round((t - t0) / 1e9, 3), **d} for t, d in obs.decisions if t >= t0]
+    phase['tuner_diagnostics'] = dict(obs.tuner_diag)
+    tuner.send_signal(signal.SIGINT)
+    try:
+        tuner.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        tuner.kill()
+    group.procs.pop('qos_tuner').log.close()
+    (logs / 'qos_tuner.log').rename(logs / f'qos_tuner_{budget:g}ms.log')
+    phase['tuner_exit_code'] = tuner.returncode
+    tuned = logs / yaml_name
+    phase['tuned_yaml'] = tuned.read_text() if tuned.exists() else None
+    return phase
+
+
 def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     env = LP.dds_environment(args.dds)
     env.setdefault('ROS_DOMAIN_ID', str(random.randint(150, 230)))
     for name in set(os.environ) - set(env):  # this process's own node runs in the same DDS configuration
         del os.environ[name]
     os.environ.update(env)
-    commands = node_commands(args, logs)
+    commands = node_commands(args, logs, budget=args.budget_ms, yaml_name='tuned.yaml')
     obs = Observer()
     doc: dict[str, Any] = {'schema': 'isaac_perf.tuning_ros/1', 'budget_ms': args.budget_ms,
                            'cameras': args.cameras, 'width': args.width, 'height': args.height,
                            'dds': args.dds, 'machine': LP.machine(), 'settings': vars(args),
                            'date': time.strftime('%Y-%m-%d %H:%M:%S %Z')}
     group = LP.Group(env, logs)
-    tuner: subprocess.Popen | None = None
+    phases = []
     try:
         start = time.monotonic()
         group.start('image_source', commands['image_source'])
@@ -438,105 +506,84 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
             args.rate = doc['probe']['rate_hz']
         obs.set_params('/image_source', {'rate_hz': float(args.rate)})
         doc['rate_hz'] = args.rate
-        why = obs.set_params('/stream_batcher', BAD_START)
-        if why:
-            raise RuntimeError(f'stream_batcher refused the bad start: {why}')
-        time.sleep(3.0)  # the bad start's queues fill
-        bad0 = time.time_ns()
-        time.sleep(2.0)
-        doc['bad_start'] = obs.window(bad0, time.time_ns(), since_ns=bad0 - int(3e9))
-        print(f'bad start: {doc["bad_start"]}', flush=True)
-        # -- the tuner --------------------------------------------------------------------------------
-        t0 = time.time_ns()
-        tuner = group.start('qos_tuner', commands['qos_tuner'])
-        print(f'qos_tuner started; recording {args.tune_seconds:g} s', flush=True)
-        time.sleep(args.tune_seconds)
-        changes = []
-        if not args.no_load:
-            for cams in (args.low_cameras, args.cameras, args.low_cameras):
-                from isaac_perf.core.pipeline_graph import pattern_topics
-                at = time.time_ns()
-                reasons = (obs.set_params('/stream_batcher', {'camera_topics': pattern_topics(cams)})
-                           + obs.set_params('/image_source', {'camera_count': cams}))
-                changes.append({'t_s': round((at - t0) / 1e9, 2), 'cameras': cams, 'refused': reasons})
-                print(f'load change -> {cams} cameras at t={changes[-1]["t_s"]} s {reasons}', flush=True)
-                time.sleep(args.load_phase_s)
-        t_end = time.time_ns()
-        tuner.send_signal(signal.SIGINT)
-        try:
-            tuner.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            tuner.kill()
-        group.procs.pop('qos_tuner').log.close()
-        doc['tuner_exit_code'] = tuner.returncode
-        doc['load_changes'] = changes
-        # -- the sweep on the same processes ----------------------------------------------------------
+        phases.append(tuner_phase(obs, group, args, logs, args.budget_ms, load=not args.no_load))
+        for extra in args.extra_budget_ms:
+            phases.append(tuner_phase(obs, group, args, logs, extra, load=False))
         if not args.no_sweep:
-            from isaac_perf.core.pipeline_graph import pattern_topics
-            obs.set_params('/stream_batcher', {'camera_topics': pattern_topics(args.cameras)})
-            obs.set_params('/image_source', {'camera_count': args.cameras})
-            time.sleep(3.0)  # new publishers and subscriptions discover each other
+            time.sleep(2.0)
             print('exhaustive sweep:', flush=True)
             doc['sweep'] = sweep(obs, args)
     finally:
         processes = group.stop()
         obs.close()
     doc['processes'] = processes
-    analyse(doc, obs, t0, t_end, args, logs)
+    doc['phases'] = [analyse(phase, doc.get('sweep'), obs, args) for phase in phases]
+    doc.update({k: doc['phases'][0][k] for k in ('trajectory', 'load_changes', 'tuned', 'tuned_yaml',
+                                                 'bad_start')})
     return doc
 
 
-def analyse(doc: dict[str, Any], obs: Observer, t0: int, t_end: int, args: argparse.Namespace,
-            logs: Path) -> None:
-    budget = args.budget_ms
+def analyse(phase: dict[str, Any], sweep_doc: dict[str, Any] | None, obs: Observer,
+            args: argparse.Namespace) -> dict[str, Any]:
+    budget = phase['budget_ms']
+    t0, t_end = phase.pop('t0_ns'), phase.pop('t_end_ns')
     bins = trajectory(obs, t0, t_end, budget)
-    doc['trajectory'] = bins
-    doc['t0'] = 'qos_tuner process start'
-    first_change = doc['load_changes'][0]['t_s'] if doc.get('load_changes') else bins[-1]['t_s']
+    phase['trajectory'] = bins
+    first_change = phase['load_changes'][0]['t_s'] if phase['load_changes'] else bins[-1]['t_s']
     w = args.sweep_window_s
     cut = min(30.0, first_change)
-    doc['tuned'] = {
+    phase['tuned'] = {
         'time_to_budget_s': held_from(bins, 0.0, args.hold_bins),
         'best_window_by_30s': best_window(obs, t0, t0 + int(cut * 1e9), w, budget),
         'window_ending_30s': obs.window(t0 + int((cut - w) * 1e9), t0 + int(cut * 1e9)),
         'best_window_before_load_change': best_window(obs, t0, t0 + int(first_change * 1e9), w, budget)}
-    for change in doc.get('load_changes', []):
+    for change in phase['load_changes']:
         change['budget_held_again_after_s'] = held_from(bins, change['t_s'], args.hold_bins)
-    best = (doc.get('sweep') or {}).get('best')
-    by30 = doc['tuned']['best_window_by_30s']
-    doc['ratio_best_by_30s_vs_sweep'] = (by30['fps'] / best['fps']) if best and by30 else None
-    at30 = doc['tuned']['window_ending_30s']
-    doc['ratio_at_30s_vs_sweep'] = (at30['fps'] / best['fps']
-                                    if best and at30['p99_ms'] is not None and at30['p99_ms'] <= budget
-                                    else None)
-    with obs._lock:
-        doc['decisions'] = [{'t_s': round((t - t0) / 1e9, 3), **d} for t, d in obs.decisions]
-    doc['tuner_diagnostics'] = obs.tuner_diag
-    tuned = logs / 'tuned.yaml'
-    doc['tuned_yaml'] = tuned.read_text() if tuned.exists() else None
-    doc['changes_applied'] = sum(1 for d in doc['decisions'] if d.get('action') == 'applied')
+    points = (sweep_doc or {}).get('points', [])
+    feasible = [p for p in points if p['p99_ms'] is not None and p['p99_ms'] <= budget and not p['refused']]
+    best = max(feasible, key=lambda p: p['fps']) if feasible else None
+    lowest = min((p for p in points if p['p99_ms'] is not None), key=lambda p: p['p99_ms'], default=None)
+    phase['sweep_best'] = best
+    phase['sweep_lowest_p99'] = lowest
+    by30, at30 = phase['tuned']['best_window_by_30s'], phase['tuned']['window_ending_30s']
+    phase['ratio_best_by_30s_vs_sweep'] = by30['fps'] / best['fps'] if best and by30 else None
+    phase['ratio_at_30s_vs_sweep'] = (at30['fps'] / best['fps'] if best and at30['p99_ms'] is not None
+                                      and at30['p99_ms'] <= budget else None)
+    phase['changes_applied'] = sum(1 for d in phase['decisions'] if d.get('action') == 'applied')
+    return phase
 
 
 def table(doc: dict[str, Any]) -> str:
     def f(x: Any, nd: int = 1) -> str:
         return '-' if x is None or (isinstance(x, float) and not math.isfinite(x)) else f'{x:.{nd}f}'
-    tuned, best = doc['tuned'], (doc.get('sweep') or {}).get('best')
-    by30, at30 = tuned['best_window_by_30s'], tuned['window_ending_30s']
-    lines = [f'{"row":44s} {"FPS":>8s} {"p99 ms":>8s}  config',
-             f'{"bad start":44s} {f(doc["bad_start"]["fps"]):>8s} {f(doc["bad_start"]["p99_ms"]):>8s}  '
-             f'{BAD_START}',
-             f'{"tuned: best window within budget by 30 s":44s} {f(by30 and by30["fps"]):>8s} '
-             f'{f(by30 and by30["p99_ms"]):>8s}  (ends at t={by30 and by30["t_end_s"]} s)',
-             f'{"tuned: window ending at 30 s":44s} {f(at30["fps"]):>8s} {f(at30["p99_ms"]):>8s}',
-             f'{"sweep best (same processes)":44s} {f(best and best["fps"]):>8s} '
-             f'{f(best and best["p99_ms"]):>8s}  {best and best["config"]}']
-    lines.append(f'ratio best-by-30s / sweep best: {f(doc["ratio_best_by_30s_vs_sweep"], 3)}; '
-                 f'at 30 s: {f(doc["ratio_at_30s_vs_sweep"], 3)}; time to budget (held '
-                 f'{doc["settings"]["hold_bins"]} s): {tuned["time_to_budget_s"]} s; '
-                 f'changes applied: {doc["changes_applied"]}')
-    for c in doc.get('load_changes', []):
-        lines.append(f'load change at t={c["t_s"]} s -> {c["cameras"]} cameras: budget held again after '
-                     f'{c["budget_held_again_after_s"]} s')
+    lines = []
+    for ph in doc['phases']:
+        tuned, best, low = ph['tuned'], ph['sweep_best'], ph['sweep_lowest_p99']
+        diag = ph['tuner_diagnostics']
+        by30, at30 = tuned['best_window_by_30s'], tuned['window_ending_30s']
+        lines += [f'--- budget p99 {ph["budget_ms"]:g} ms',
+                  f'{"row":44s} {"FPS":>8s} {"p99 ms":>8s}  config',
+                  f'{"bad start":44s} {f(ph["bad_start"]["fps"]):>8s} {f(ph["bad_start"]["p99_ms"]):>8s}  '
+                  f'{BAD_START}',
+                  f'{"tuned: best window within budget by 30 s":44s} {f(by30 and by30["fps"]):>8s} '
+                  f'{f(by30 and by30["p99_ms"]):>8s}  (ends at t={by30 and by30["t_end_s"]} s)',
+                  f'{"tuned: window ending at 30 s":44s} {f(at30["fps"]):>8s} {f(at30["p99_ms"]):>8s}',
+                  f'{"sweep best within budget (same processes)":44s} {f(best and best["fps"]):>8s} '
+                  f'{f(best and best["p99_ms"]):>8s}  {best and best["config"]}',
+                  f'{"sweep lowest p99":44s} {f(low and low["fps"]):>8s} {f(low and low["p99_ms"]):>8s}  '
+                  f'{low and low["config"]}',
+                  f'ratio best-by-30s / sweep best: {f(ph["ratio_best_by_30s_vs_sweep"], 3)}; at 30 s: '
+                  f'{f(ph["ratio_at_30s_vs_sweep"], 3)}; time to budget (held '
+                  f'{doc["settings"]["hold_bins"]} s): '
+                  f'{tuned["time_to_budget_s"]} s; changes applied: {ph["changes_applied"]}; tuner: '
+                  f'{diag.get("tuner_status")}, best {diag.get("best_fps")} FPS / '
+                  f'{diag.get("best_p99_ms")} ms']
+        for c in ph['load_changes']:
+            lines.append(f'load change at t={c["t_s"]} s -> {c["cameras"]} cameras: budget held again after '
+                         f'{c["budget_held_again_after_s"]} s')
+        impossible = ph['tuner_diagnostics'].get('impossible')
+        if impossible and impossible != 'no':
+            lines.append(f'tuner: {impossible}')
     return '\n'.join(lines)
 
 
@@ -551,14 +598,20 @@ def main(argv: list[str] | None = None) -> int:
                     f'{args.backend} {args.model}, p99 budget {args.budget_ms:g} ms')
     print()
     print(table(doc))
-    print(f'\ntuned YAML:\n{doc["tuned_yaml"]}')
+    for ph in doc['phases']:
+        print(f'\ntuned YAML (budget {ph["budget_ms"]:g} ms):\n{ph["tuned_yaml"]}')
     from isaac_perf.core.profiling.report import json_safe
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(json_safe(doc), indent=1, default=str) + '\n')
     if args.plot:
         from isaac_perf.core.plotting import plot_tuning_trajectory
-        plot_tuning_trajectory(doc, args.plot)
+        for i, ph in enumerate(doc['phases']):
+            stem = str(Path(args.plot).with_suffix(''))
+            path = args.plot if i == 0 else f'{stem}_{ph["budget_ms"]:g}ms.png'
+            plot_tuning_trajectory({**doc, **ph, 'sweep': {'best': ph['sweep_best']},
+                                    'title': doc['title'].replace(f'{args.budget_ms:g} ms',
+                                                                  f'{ph["budget_ms"]:g} ms')}, path)
     print(f'wrote {out}' + (f' and {args.plot}' if args.plot else '') + f' (logs in {logs})')
     return 0
 
