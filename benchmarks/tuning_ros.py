@@ -428,7 +428,7 @@ def best_window(obs: Observer, start_ns: int, end_ns: int, length_s: float, budg
 # ---------------------------------------------------------------------------------------------- main
 
 def tuner_phase(obs: Observer, group: Any, args: argparse.Namespace, logs: Path, budget: float,
-                load: bool) -> dict[str, Any]:
+                load: bool, phase: dict[str, Any]) -> None:
     """Bad start, then a qos_tuner process for `budget` (t0 = its start), then (if `load`) the load
     changes."""
     from isaac_perf.core.pipeline_graph import pattern_topics
@@ -439,17 +439,17 @@ def tuner_phase(obs: Observer, group: Any, args: argparse.Namespace, logs: Path,
     time.sleep(3.0)  # the bad start's queues fill
     bad0 = time.time_ns()
     time.sleep(2.0)
-    phase: dict[str, Any] = {'budget_ms': budget, 'load_changes': [],
-                             'bad_start': obs.window(bad0, time.time_ns(), since_ns=bad0 - int(3e9))}
+    phase.update(budget_ms=budget, load_changes=[],
+                 bad_start=obs.window(bad0, time.time_ns(), since_ns=bad0 - int(3e9)))
     print(f'bad start: {phase["bad_start"]}', flush=True)
     yaml_name = f'tuned_{budget:g}ms.yaml'
     command = node_commands(args, logs, budget=budget, yaml_name=yaml_name)['qos_tuner']
-    t0 = time.time_ns()
+    t0 = phase['t0_ns'] = time.time_ns()
     tuner = group.start('qos_tuner', command)
     print(f'qos_tuner (budget {budget:g} ms) started; recording {args.tune_seconds:g} s', flush=True)
-    time.sleep(args.tune_seconds)
-    if load:
-        for cams in (args.low_cameras, args.cameras, args.low_cameras):
+    try:
+        time.sleep(args.tune_seconds)
+        for cams in (args.low_cameras, args.cameras, args.low_cameras) if load else ():
             at = time.time_ns()
             reasons = (obs.set_params('/stream_batcher', {'camera_topics': pattern_topics(cams)})
                        + obs.set_params('/image_source', {'camera_count': cams}))
@@ -458,21 +458,21 @@ def tuner_phase(obs: Observer, group: Any, args: argparse.Namespace, logs: Path,
             print(f'load change -> {cams} cameras at t={phase["load_changes"][-1]["t_s"]} s {reasons}',
                   flush=True)
             time.sleep(args.load_phase_s)
-    phase['t0_ns'], phase['t_end_ns'] = t0, time.time_ns()
-    with obs._lock:
-        phase['decisions'] = [{'t_s': round((t - t0) / 1e9, 3), **d} for t, d in obs.decisions if t >= t0]
-    phase['tuner_diagnostics'] = dict(obs.tuner_diag)
-    tuner.send_signal(signal.SIGINT)
-    try:
-        tuner.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        tuner.kill()
-    group.procs.pop('qos_tuner').log.close()
-    (logs / 'qos_tuner.log').rename(logs / f'qos_tuner_{budget:g}ms.log')
-    phase['tuner_exit_code'] = tuner.returncode
-    tuned = logs / yaml_name
-    phase['tuned_yaml'] = tuned.read_text() if tuned.exists() else None
-    return phase
+    finally:  # a phase cut short (a node that stops answering) keeps what it recorded
+        phase['t_end_ns'] = time.time_ns()
+        with obs._lock:
+            phase['decisions'] = [{'t_s': round((t - t0) / 1e9, 3), **d} for t, d in obs.decisions if t >= t0]
+        phase['tuner_diagnostics'] = dict(obs.tuner_diag)
+        tuner.send_signal(signal.SIGINT)
+        try:
+            tuner.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            tuner.kill()
+        group.procs.pop('qos_tuner').log.close()
+        (logs / 'qos_tuner.log').rename(logs / f'qos_tuner_{budget:g}ms.log')
+        phase['tuner_exit_code'] = tuner.returncode
+        tuned = logs / yaml_name
+        phase['tuned_yaml'] = tuned.read_text() if tuned.exists() else None
 
 
 def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
@@ -506,20 +506,34 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
             args.rate = doc['probe']['rate_hz']
         obs.set_params('/image_source', {'rate_hz': float(args.rate)})
         doc['rate_hz'] = args.rate
-        phases.append(tuner_phase(obs, group, args, logs, args.budget_ms, load=not args.no_load))
-        for extra in args.extra_budget_ms:
-            phases.append(tuner_phase(obs, group, args, logs, extra, load=False))
-        if not args.no_sweep:
-            time.sleep(2.0)
-            print('exhaustive sweep:', flush=True)
+        failures = doc['failures'] = []
+        for budget, load in [(args.budget_ms, not args.no_load)] + [(b, False) for b in args.extra_budget_ms]:
+            phase: dict[str, Any] = {}
+            try:
+                tuner_phase(obs, group, args, logs, budget, load, phase)
+            except Exception as exc:  # noqa: BLE001 - keep the other phases and what this one recorded
+                failures.append(f'phase {budget:g} ms: {type(exc).__name__}: {exc}')
+                print(f'FAILED: {failures[-1]}', flush=True)
+            if 't0_ns' in phase:
+                phases.append(phase)
+            if failures:
+                break
+        if not args.no_sweep and not failures:
+            from isaac_perf.core.pipeline_graph import pattern_topics
+            obs.set_params('/stream_batcher', {'camera_topics': pattern_topics(args.cameras)})
+            obs.set_params('/image_source', {'camera_count': args.cameras})
+            time.sleep(3.0)  # new publishers and subscriptions discover each other
+            print(f'exhaustive sweep ({args.cameras} cameras):', flush=True)
             doc['sweep'] = sweep(obs, args)
     finally:
         processes = group.stop()
         obs.close()
     doc['processes'] = processes
-    doc['phases'] = [analyse(phase, doc.get('sweep'), obs, args) for phase in phases]
-    doc.update({k: doc['phases'][0][k] for k in ('trajectory', 'load_changes', 'tuned', 'tuned_yaml',
-                                                 'bad_start')})
+    doc['phases'] = [analyse({'load_changes': [], 'decisions': [], 'tuner_diagnostics': {}, 'bad_start': {},
+                              **phase}, doc.get('sweep'), obs, args) for phase in phases]
+    if doc['phases']:
+        doc.update({k: doc['phases'][0].get(k) for k in ('trajectory', 'load_changes', 'tuned', 'tuned_yaml',
+                                                         'bad_start')})
     return doc
 
 
@@ -563,7 +577,8 @@ def table(doc: dict[str, Any]) -> str:
         by30, at30 = tuned['best_window_by_30s'], tuned['window_ending_30s']
         lines += [f'--- budget p99 {ph["budget_ms"]:g} ms',
                   f'{"row":44s} {"FPS":>8s} {"p99 ms":>8s}  config',
-                  f'{"bad start":44s} {f(ph["bad_start"]["fps"]):>8s} {f(ph["bad_start"]["p99_ms"]):>8s}  '
+                  f'{"bad start":44s} {f(ph["bad_start"].get("fps")):>8s} '
+                  f'{f(ph["bad_start"].get("p99_ms")):>8s}  '
                   f'{BAD_START}',
                   f'{"tuned: best window within budget by 30 s":44s} {f(by30 and by30["fps"]):>8s} '
                   f'{f(by30 and by30["p99_ms"]):>8s}  (ends at t={by30 and by30["t_end_s"]} s)',
@@ -598,6 +613,8 @@ def main(argv: list[str] | None = None) -> int:
                     f'{args.backend} {args.model}, p99 budget {args.budget_ms:g} ms')
     print()
     print(table(doc))
+    for failure in doc.get('failures', []):
+        print(f'FAILED: {failure}')
     for ph in doc['phases']:
         print(f'\ntuned YAML (budget {ph["budget_ms"]:g} ms):\n{ph["tuned_yaml"]}')
     from isaac_perf.core.profiling.report import json_safe

@@ -194,3 +194,37 @@ def test_host_overhead_is_read_from_a_saturated_window_only():
     assert host_overhead_ms(CURVE, fps=200.0, mean_batch=1.0, offered_fps=480.0) == pytest.approx(0.75)
     assert math.isnan(host_overhead_ms(CURVE, fps=470.0, mean_batch=1.0, offered_fps=480.0))  # keeps up
     assert math.isnan(host_overhead_ms(CURVE, fps=200.0, mean_batch=math.nan, offered_fps=480.0))
+
+
+def test_an_unreachable_budget_is_given_up_after_n_fixes_and_the_lowest_p99_is_held():
+    model = BatchedPipelineModel()
+    ctl = RealtimeController(Requirements(max_latency_ms=5.0), batcher_knobs(), cooldown_s=0.5, settle_s=0.5,
+                             give_up_after=3)
+    config, decisions = drive(ctl, model, BAD_START, seconds=60.0)
+    impossible = [d for d in decisions if d.action == 'impossible']
+    assert len(impossible) == 1 and ctl.status == 'impossible'
+    assert impossible[0].reason.startswith('budget cannot be met: best achievable p99 ')
+    # p99 6802 -> 70 -> 36 -> 20 -> 12 -> 8.2 ms while the fixes pay; then three that do not (batch 16, two
+    # streams, both) and it gives up, instead of trying every other move first
+    assert impossible[0].time_s == 14.5 and impossible[0].p99_ms == pytest.approx(8.2)
+    # then it goes to the lowest p99 it measured and holds it: nothing moves after that
+    after = [d for d in decisions if d.time_s > impossible[0].time_s]
+    moves = [d for d in after if d.change is not None]
+    assert all(d.action in ('plan', 'revert') for d in moves) and len(moves) <= 2
+    measured = [d.p99_ms for d in decisions if d.time_s <= impossible[0].time_s]
+    assert model.evaluate(config).latency_p99_ms <= min(measured) + 1e-9
+    with pytest.raises(ValueError, match='give_up_after'):
+        RealtimeController(Requirements(max_latency_ms=5.0), batcher_knobs(), give_up_after=-1)
+
+
+def test_reliability_probes_are_not_repeated_after_a_load_change():
+    knobs = batcher_knobs()
+    ctl = RealtimeController(Requirements(max_latency_ms=33.0), knobs, cooldown_s=0.0, settle_s=0.0)
+    names = ctl.names
+    here = {**BAD_START, 'max_batch_size': 8}
+    flip = {**here, 'input_reliability': 'best_effort'}
+    batch = {**here, 'max_batch_size': 16}
+    key = lambda c: tuple(c[n] for n in names)  # noqa: E731
+    ctl._tried.update({(key(here), key(flip)), (key(here), key(batch))})
+    ctl.load_changed(1.0, 'cameras 8 -> 4')
+    assert ctl._tried == {(key(here), key(flip))}

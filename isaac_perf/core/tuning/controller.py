@@ -82,7 +82,8 @@ class RealtimeController:
     def __init__(self, requirements: Requirements, knobs: Sequence[Knob], *, objective: str = 'throughput',
                  cooldown_s: float = 3.0, settle_s: float = 1.0, headroom: float = 0.15, margin: float = 0.05,
                  min_gain: float = 0.03, confirm_windows: int = 2, history: int = 512,
-                 max_changes_per_min: int = 0):
+                 max_changes_per_min: int = 0, give_up_after: int = 0,
+                 sticky: Sequence[str] = ('input_reliability',)):
         if objective not in ('throughput', 'latency'):
             raise ValueError(f"objective {objective!r} is not one of throughput, latency")
         if not 0 <= margin <= headroom < 1:
@@ -91,6 +92,8 @@ class RealtimeController:
             raise ValueError('settle_s and cooldown_s must be >= 0')
         if confirm_windows < 1:
             raise ValueError(f'confirm_windows={confirm_windows} must be >= 1')
+        if give_up_after < 0:
+            raise ValueError(f'give_up_after={give_up_after} must be >= 0 (0 = only when nothing is left)')
         if max_changes_per_min < 0:
             raise ValueError(f'max_changes_per_min={max_changes_per_min} must be >= 0 (0 = no bound)')
         self.requirements = requirements
@@ -122,6 +125,15 @@ class RealtimeController:
         self._plan: Change | None = None  # a predicted setting to go to before searching
         self.best: BestWindow | None = None  # the best window within budget since the last load change
         self.impossible_report = ''
+        # declare the budget impossible after this many fix attempts without one window within it (0 = only
+        # once no change is left to try): on a pipeline whose floor is above the budget the advice list is
+        # long, and each attempt costs a window
+        self.give_up_after = give_up_after
+        self._fixes = 0  # fix attempts since the lowest p99 last fell by 10 % (or a window met the budget)
+        self._lowest_p99 = math.inf
+        # knobs whose tried moves survive a load change (a reliability flip recreates every subscription and
+        # does not depend on the camera count)
+        self.sticky = frozenset(sticky)
 
     # -- helpers ------------------------------------------------------------------------------------
     def set_requirements(self, requirements: Requirements) -> None:
@@ -168,10 +180,14 @@ class RealtimeController:
     def load_changed(self, now_s: float, reason: str) -> Decision:
         """The load changed (cameras, offered rate): what was measured no longer holds. Forget it, keep the
         setting, and search again from here (call `plan` next to re-plan from the model)."""
+        sticky = {edge for edge in self._tried if self._sticky_edge(edge)}
         self._tried.clear()
+        self._tried.update(sticky)
         self._bad.clear()
         self._memo.clear()
         self._over = 0
+        self._fixes = 0
+        self._lowest_p99 = math.inf
         self._probe = None
         self._pending = None
         self.best = None
@@ -179,6 +195,10 @@ class RealtimeController:
         self.status = 'searching'
         self._changed_at = now_s
         return self._decide('load_change', reason, now_s, None)
+
+    def _sticky_edge(self, edge: tuple[tuple[Value, ...], tuple[Value, ...]]) -> bool:
+        moved = {n for n, a, b in zip(self.names, *edge, strict=True) if a != b}
+        return bool(moved) and moved <= self.sticky
 
     def _track_best(self, now_s: float, state: PipelineState) -> None:
         """Keep the best window within budget (highest FPS; within 1 % of it, the lower p99)."""
@@ -259,6 +279,9 @@ class RealtimeController:
         here = _key(self.config, names)
         self._memo[here] = state
         self._track_best(now_s, state)
+        if state.latency_p99_ms < self._lowest_p99 * 0.9:
+            self._fixes = 0  # still making progress
+        self._lowest_p99 = min(self._lowest_p99, state.latency_p99_ms)
         r = self.requirements
         if self._probe is not None:
             return self._judge(now_s, state)
@@ -278,6 +301,7 @@ class RealtimeController:
                                     f'({self._over} of {self.confirm_windows} windows)', now_s, state)
             purpose = 'fix'
         else:
+            self._fixes = 0
             if self.status == 'impossible':
                 self.status = 'searching'  # the load changed: the requirements are met again
             roomy = state.latency_p99_ms < r.max_latency_ms * (1.0 - self.headroom)
@@ -317,16 +341,20 @@ class RealtimeController:
             return self._decide('rate_limited', f'{self.max_changes_per_min} changes in the last minute: '
                                 'waiting before the next', now_s, state)
         advice = advise(r, state, self.knobs, purpose)
+        if purpose == 'fix' and self.give_up_after and self._fixes >= self.give_up_after:
+            if self.status != 'impossible':
+                return self._give_up(now_s, state, advice)
+            return self._decide('hold', 'budget reported impossible; holding the best setting', now_s, state)
         for change in advice.changes:
             if self._worth_trying(change, state, purpose):
+                self._fixes += purpose == 'fix'
                 self._pending = _Probe(change=change, base=state, purpose=purpose)
                 self._proposed_at = now_s
                 gap = '; '.join(advice.gaps) if advice.gaps else f'within budget, {purpose}'
                 return self._decide('change', f'{gap}: {change.reason}', now_s, state, change)
         if purpose == 'fix':
             if self.status != 'impossible':
-                self.status = 'impossible'
-                return self._decide('impossible', self._impossible_reason(state, advice), now_s, state)
+                return self._give_up(now_s, state, advice)
             return self._decide('hold', 'budget reported impossible; holding the best setting', now_s, state)
         if self.status != 'converged':
             self.status = 'converged'
@@ -338,6 +366,16 @@ class RealtimeController:
                                 now_s, state)
         return self._decide('hold', f'converged: p99 {state.latency_p99_ms:.1f} ms of '
                             f'{r.max_latency_ms:g} ms, {state.fps:.1f} FPS', now_s, state)
+
+    def _give_up(self, now_s: float, state: PipelineState, advice: Advice) -> Decision:
+        """Report the budget impossible once, and go to (then hold) the lowest-p99 setting measured."""
+        self.status = 'impossible'
+        reason = self._impossible_reason(state, advice)
+        lowest = min(self._memo.items(), key=lambda kv: kv[1].latency_p99_ms
+                     if math.isfinite(kv[1].latency_p99_ms) else math.inf)
+        self.plan(dict(zip(self.names, lowest[0], strict=True)),
+                  'the lowest p99 measured (budget impossible)')
+        return self._decide('impossible', reason, now_s, state)
 
     def _judge(self, now_s: float, state: PipelineState) -> Decision:
         probe = self._probe
@@ -367,7 +405,8 @@ class RealtimeController:
                    + (f', {verdict}' if verdict else ''))
         if ok:
             self._probe = None
-            self.status = 'searching'
+            if not (probe.purpose == 'plan' and self.status == 'impossible'):
+                self.status = 'searching'  # going to the lowest p99 after giving up keeps the verdict
             self._over = 0
             return self._decide('accept', f'kept {summary}', now_s, state)
         if not self._feasible(state):

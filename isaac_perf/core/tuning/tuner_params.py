@@ -63,6 +63,11 @@ PARAMS: list[ParamSpec] = [
     ParamSpec('max_changes_per_min', 20, 'Most changes applied in any 60 s (reverts of a failed probe count '
               'and are exempt); 0 = no bound. With the tried/bad sets this keeps the loop from oscillating.',
               min=0, max=10000),
+    ParamSpec('give_up_after', 12, "Fix attempts without a window within budget, or a 10 % fall of the "
+              "lowest p99, before the budget is reported impossible ('budget cannot be met: best achievable "
+              "p99 ...') and the lowest-p99 setting measured is held; 0 = only once no change is left to "
+              'try. A load change starts over.',
+              min=0, max=10000),
     ParamSpec('window_source', 'metrics', "Where windows come from: 'metrics' (the perf_monitor's "
               "/performance_metrics, windows of its window_s) or 'stage_times' (the target's per-frame "
               'reports, read directly: windows of window_frames frames, shorter as the frame rate rises).',
@@ -142,7 +147,7 @@ CONTROLLER_PARAMS = {'latency_budget_ms', 'min_fps', 'max_jitter_ms', 'objective
                      'headroom', 'margin', 'min_gain', 'confirm_windows', 'tune_params', 'batch_size_min',
                      'batch_size_max', 'queue_delay_ms_min', 'queue_delay_ms_max', 'num_streams_min',
                      'num_streams_max', 'queue_depth_min', 'queue_depth_max', 'max_gpus',
-                     'max_changes_per_min', 'window_source'}
+                     'max_changes_per_min', 'window_source', 'give_up_after'}
 
 
 def cross_check(values: dict[str, Any]) -> list[str]:
@@ -177,7 +182,8 @@ def controller_from(values: dict[str, Any], knobs: list[Knob]) -> RealtimeContro
                               settle_s=settle, headroom=values['headroom'],
                               margin=values['margin'], min_gain=values['min_gain'],
                               confirm_windows=values['confirm_windows'],
-                              max_changes_per_min=values['max_changes_per_min'])
+                              max_changes_per_min=values['max_changes_per_min'],
+                              give_up_after=values['give_up_after'])
 
 
 def window_policy_from(values: dict[str, Any]) -> WindowPolicy:
