@@ -367,13 +367,16 @@ class RealtimeController:
         return self._decide('hold', f'converged: p99 {state.latency_p99_ms:.1f} ms of '
                             f'{r.max_latency_ms:g} ms, {state.fps:.1f} FPS', now_s, state)
 
+    def _lowest(self) -> tuple[tuple[Value, ...], PipelineState]:
+        """The measured setting with the lowest p99 (there is one: a fix follows a measured window)."""
+        return min(self._memo.items(), key=lambda kv: kv[1].latency_p99_ms
+                   if math.isfinite(kv[1].latency_p99_ms) else math.inf)
+
     def _give_up(self, now_s: float, state: PipelineState, advice: Advice) -> Decision:
         """Report the budget impossible once, and go to (then hold) the lowest-p99 setting measured."""
         self.status = 'impossible'
         reason = self._impossible_reason(state, advice)
-        lowest = min(self._memo.items(), key=lambda kv: kv[1].latency_p99_ms
-                     if math.isfinite(kv[1].latency_p99_ms) else math.inf)
-        self.plan(dict(zip(self.names, lowest[0], strict=True)),
+        self.plan(dict(zip(self.names, self._lowest()[0], strict=True)),
                   'the lowest p99 measured (budget impossible)')
         return self._decide('impossible', reason, now_s, state)
 
@@ -452,8 +455,7 @@ class RealtimeController:
         best = min(self._memo.items(), key=lambda kv: overshoot(r, kv[1]))
         best_cfg = dict(zip(self.names, best[0], strict=True))
         needs = [f'{c.describe()} ({c.expected})' for c in advice.changes if not c.actuated]
-        lowest = min(self._memo.items(), key=lambda kv: kv[1].latency_p99_ms
-                     if math.isfinite(kv[1].latency_p99_ms) else math.inf)
+        lowest = self._lowest()
         lowest_cfg = dict(zip(self.names, lowest[0], strict=True))
         text = (f'budget cannot be met: best achievable p99 {lowest[1].latency_p99_ms:.1f} ms '
                 f'(budget {r.max_latency_ms:g} ms) at {lowest_cfg}, {lowest[1].fps:.1f} FPS. ')
