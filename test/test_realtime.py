@@ -153,8 +153,10 @@ def test_impossible_budget_is_reported_once_and_not_chased():
     impossible = [d for d in decisions if d.action == 'impossible']
     assert len(impossible) == 1
     reason = impossible[0].reason
-    assert reason.startswith('cannot meet the requirements (p99 8.2 ms is 3.2 ms over the 5 ms budget) with '
-                             'the knobs allowed: best reached p99 8.2 ms at 1333.3 FPS')
+    assert reason.startswith('budget cannot be met: best achievable p99 8.2 ms (budget 5 ms) at ')
+    assert ('cannot meet the requirements (p99 8.2 ms is 3.2 ms over the 5 ms budget) with '
+            'the knobs allowed: best reached p99 8.2 ms at 1333.3 FPS') in reason
+    assert ctl.impossible_report == reason
     assert "Would need: precision 'fp32' -> 'fp16'" in reason
     after = [d for d in decisions if d.time_s > impossible[0].time_s]
     assert after and all(d.change is None for d in after)

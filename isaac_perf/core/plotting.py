@@ -106,3 +106,50 @@ def plot_comparison(a: Mapping[str, Any], b: Mapping[str, Any], out_dir: str | P
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return [path]
+
+
+def plot_tuning_trajectory(doc: Mapping[str, Any], path: str | Path) -> str:
+    """benchmarks/tuning_ros.py's trajectory: throughput, p99 and the knobs over time, with the sweep's best,
+    the budget and the load changes marked. `doc` is that benchmark's JSON."""
+    plt = _pyplot()
+    bins = doc['trajectory']
+    t = np.asarray([b['t_s'] for b in bins], dtype=float)
+    fps = np.asarray([b['fps'] for b in bins], dtype=float)
+    p99 = np.asarray([np.nan if b['p99_ms'] is None else b['p99_ms'] for b in bins], dtype=float)
+    budget = float(doc['budget_ms'])
+    fig, (ax1, ax2, ax3) = plt.subplots(3, 1, sharex=True, figsize=(10, 8))
+    ax1.plot(t, fps, '-', color='g', label='delivered FPS (1 s bins, outside observer)')
+    offered = [b.get('offered_fps') for b in bins]
+    if any(o is not None for o in offered):
+        ax1.plot(t, [np.nan if o is None else o for o in offered], ':', color='grey', label='offered FPS')
+    best = (doc.get('sweep') or {}).get('best')
+    if best:
+        ax1.axhline(best['fps'], color='k', ls='--', lw=0.8, label=f"sweep best {best['fps']:.0f} FPS")
+        ax1.axhline(0.9 * best['fps'], color='k', ls=':', lw=0.8, label='90 % of sweep best')
+    ax1.set_ylabel('frames / s')
+    ax1.legend(loc='lower right', fontsize=7)
+    ax2.semilogy(t, np.clip(p99, 0.1, None), '-', color='b', label='p99 latency (1 s bins)')
+    ax2.axhline(budget, color='r', ls='--', label=f'budget {budget:g} ms')
+    ax2.set_ylabel('p99 (ms)')
+    ax2.legend(loc='upper right', fontsize=7)
+    for knob in ('max_batch_size', 'num_streams', 'queue_depth', 'max_queue_delay_ms'):
+        values = [b['knobs'].get(knob) for b in bins]
+        if any(v is not None for v in values):
+            ax3.step(t, [np.nan if v is None else float(v) for v in values], where='post', label=knob)
+    ax3.set_yscale('symlog', linthresh=1.0)
+    ax3.set_ylabel('knob value')
+    ax3.set_xlabel(f"seconds since the tuner started ({doc.get('t0', 'qos_tuner process start')})")
+    ax3.legend(loc='upper right', fontsize=7)
+    for event in doc.get('load_changes', []):
+        for ax in (ax1, ax2, ax3):
+            ax.axvline(event['t_s'], color='purple', alpha=0.4)
+        ax1.annotate(f"{event['cameras']} cams", (event['t_s'], ax1.get_ylim()[1] * 0.95), fontsize=7,
+                     color='purple')
+    for ax in (ax1, ax2, ax3):
+        ax.axvline(30.0, color='orange', ls='--', alpha=0.6)
+    fig.suptitle(doc.get('title', 'qos_tuner trajectory'), fontsize=9)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)

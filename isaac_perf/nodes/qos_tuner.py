@@ -29,6 +29,7 @@ import math
 import time
 from typing import Any
 
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterEvent, ParameterType
 from rcl_interfaces.srv import GetParameters, SetParametersAtomically
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -36,7 +37,7 @@ from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from std_msgs.msg import Float32MultiArray, String
+from std_msgs.msg import Float32MultiArray, Float64MultiArray, String
 
 from isaac_perf.core.output_paths import OutputPathError, write_text
 from isaac_perf.core.tuning.advisor import Change
@@ -50,6 +51,7 @@ from isaac_perf.core.tuning.knobs import (
     knobs_from,
 )
 from isaac_perf.core.tuning.params_file import params_file_text
+from isaac_perf.core.tuning.planner import LatencyCurve, StageWindow, host_overhead_ms, plan_start
 from isaac_perf.core.tuning.qos import QosEvent, QosEventCounter, check_compatible
 from isaac_perf.core.tuning.tuner_health import TunerFacts, tuner_status
 from isaac_perf.core.tuning.tuner_params import (
@@ -58,6 +60,7 @@ from isaac_perf.core.tuning.tuner_params import (
     controller_from,
     cross_check,
     output_dir,
+    window_policy_from,
 )
 from isaac_perf.ros.diagnostics import Updater
 from isaac_perf.ros.log import LogLimiter
@@ -95,6 +98,23 @@ class QosTuner(Node):
         self._incompatible_said: set[tuple[str, str, str]] = set()
         self._watchers: dict[str, Any] = {}
         self._last_timed_out = False
+        # stage_times windows, the plan from the target's latency-per-batch curve, load changes
+        self._windows = StageWindow()
+        self._window_policy = window_policy_from(self.p)
+        self._since_ns = 0  # wall clock of the last change: windows count frames captured after it
+        self._window_end_ns = 0
+        self._window_fps = NAN
+        self._batch_index: int | None = None
+        self._stage_sub: Any = None
+        self._curve: LatencyCurve | None = None
+        self._planned = False
+        self._planned_rate = NAN  # the offered rate the last plan assumed
+        self._offered_hint = NAN  # after a camera change: the old rate scaled, until measured
+        self._received: tuple[float, float] | None = None  # (time s, frames_received) of the target
+        self._received_rate = NAN
+        self._rate_off = 0
+        self._written_best: Any = None
+        self._overhead_seen: float | None = None  # host ms per batch the curve misses, once calibrated
 
         self._group = MutuallyExclusiveCallbackGroup()
         self.decisions_pub = self.create_publisher(String, '~/decisions', 50)
@@ -102,6 +122,9 @@ class QosTuner(Node):
                                  callback_group=self._group)
         self.create_subscription(ParameterEvent, '/parameter_events', self._on_parameter_event, 100,
                                  callback_group=self._group)
+        self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 20,
+                                 callback_group=self._group)
+        self._make_stage_subscription()
         self._make_clients()
         self._control_timer = self.create_timer(self.p['control_period_s'], self._control,
                                                 callback_group=self._group)
@@ -118,11 +141,15 @@ class QosTuner(Node):
 
     def facts(self) -> TunerFacts:
         """What the diagnostics status reports, as plain data."""
+        best = self._controller.best
         return TunerFacts(target=self.p['target_node'], knobs=tuple(k.name for k in self._knobs),
                           config=dict(self._config) if self._config is not None else None,
                           advise_only=bool(self.p['advise_only']), missing=tuple(sorted(self._missing)),
                           counts=dict(self.counts), incompatible_pairs=len(self._incompatible_said),
-                          last_timed_out=self._last_timed_out)
+                          last_timed_out=self._last_timed_out, status=self._controller.status,
+                          best=best.as_dict() if best is not None else None,
+                          impossible=self._controller.impossible_report,
+                          curve=self._curve.format() if self._curve is not None else '')
 
     # -- parameters --------------------------------------------------------------------------------------
     def _extra_check(self, changes: dict[str, Any]) -> list[str]:
@@ -137,6 +164,9 @@ class QosTuner(Node):
         if CONTROLLER_PARAMS & changes.keys() or 'target_node' in changes:
             self._knobs = knobs_from(self.p)
             self._controller = controller_from(self.p, self._knobs)
+            self._planned = False
+            self._window_policy = window_policy_from(self.p)
+            self._make_stage_subscription()
             self._publish({'action': 'restart',
                            'reason': f'parameters changed: {", ".join(sorted(changes))}'})
         if 'cameras' in changes and changes['cameras'] > 0:
@@ -149,6 +179,26 @@ class QosTuner(Node):
         if 'watch_topics' in changes or 'expected_rate_hz' in changes:
             for topic in list(self._watchers):
                 self.destroy_subscription(self._watchers.pop(topic))
+
+    def _make_stage_subscription(self) -> None:
+        if self._stage_sub is not None:
+            self.destroy_subscription(self._stage_sub)
+            self._stage_sub = None
+        if self.p['window_source'] != 'stage_times':
+            return
+        topic = self.p['stage_topic'] or f'{self.p["target_node"]}/stage_times'
+        self._batch_index = None
+        self._stage_sub = self.create_subscription(
+            Float64MultiArray, topic, self._on_stage,
+            QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE), callback_group=self._group)
+
+    def _tuner_time(self) -> float:
+        """The controller's time: wall clock with stage_times windows (frame stamps are wall clock)."""
+        return time.time() if self.p['window_source'] == 'stage_times' else time.monotonic()
+
+    def _mark_change(self) -> None:
+        self._since_ns = time.time_ns()
+        self._window_end_ns = 0
 
     def _make_clients(self) -> None:
         target = self.p['target_node']
@@ -222,8 +272,96 @@ class QosTuner(Node):
         for p in list(event.changed_parameters) + list(event.new_parameters):
             name = knob_of.get(p.name, p.name)
             if name in self._config:
-                self._config[name] = knob_from_target(name, parameter_value_to_python(p.value),
-                                                      self.p['max_gpus'])
+                value = knob_from_target(name, parameter_value_to_python(p.value), self.p['max_gpus'])
+                if value != self._config[name]:
+                    self._mark_change()
+                self._config[name] = value
+            elif p.name == 'camera_topics' and self.p['cameras'] == 0:
+                topics = parameter_value_to_python(p.value)
+                count = len([t for t in topics if t]) if isinstance(topics, (list, tuple)) else 0
+                if count and count != self._cameras:
+                    old, self._cameras = self._cameras, count
+                    rate = self._received_rate * count / old if old else NAN
+                    self._load_change(f'cameras {old} -> {count}', rate)
+
+    # -- load changes, the plan ---------------------------------------------------------------------------
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        # the publisher's stamp, not arrival: reliable diagnostics can arrive in bursts
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        for status in msg.status:
+            if status.hardware_id != self.p['target_node']:
+                continue
+            values = {kv.key: kv.value for kv in status.values}
+            text = values.get('batch_latency_ms')
+            if text:
+                curve = LatencyCurve.parse(text)
+                if curve is not None and (self._curve is None or curve.points != self._curve.points):
+                    self._curve = curve
+                    self.get_logger().info(f'{self.p["target_node"]} latency per batch (ms): '
+                                           f'{curve.format()}')
+            if 'frames_received' in values:
+                try:
+                    self._on_received(stamp or time.time(), float(values['frames_received']))
+                except ValueError:
+                    pass
+
+    def _on_received(self, now: float, count: float) -> None:
+        last, self._received = self._received, (now, count)
+        if last is None or now - last[0] < 0.5 or count < last[1]:
+            return
+        self._received_rate = rate = (count - last[1]) / (now - last[0])
+        planned = self._planned_rate
+        if not (self._planned and math.isfinite(planned) and planned > 0):
+            return
+        off = abs(rate - planned) / planned > self.p['load_change_ratio']
+        self._rate_off = self._rate_off + 1 if off else 0
+        if self._rate_off >= 3:
+            self._load_change(f'received rate {planned:.0f} -> {rate:.0f} FPS', rate)
+
+    def _load_change(self, reason: str, offered: float) -> None:
+        self._rate_off = 0
+        self._planned = False
+        self._planned_rate = offered
+        self._offered_hint = offered
+        self._mark_change()
+        self._written_best = None
+        self._report(self._controller.load_changed(self._tuner_time(), f'load change: {reason}'))
+
+    def _maybe_plan(self, state: PipelineState) -> None:
+        if self._planned or not self.p['plan_start'] or self._curve is None or self._config is None:
+            return
+        offered = self._received_rate
+        if not math.isfinite(offered):
+            offered = self._offered_hint
+        # what the pipeline delivers is offered too (a received rate read over a gap can be low)
+        offered = max(offered, state.fps) if math.isfinite(offered) else state.fps
+        knobs = {k.name: k for k in self._knobs}
+        sizes = knobs['max_batch_size'].values if 'max_batch_size' in knobs else (self._config.get(
+            'max_batch_size', 1),)
+        streams = (knobs['num_streams'].values if 'num_streams' in knobs
+                   else (self._config.get('num_streams', 1),))
+        if self._overhead_seen is None:
+            # calibrated once, from the tuner's first window, when it shows full batches falling behind
+            full = state.mean_batch >= 0.9 * float(self._config.get('max_batch_size', math.inf))
+            seen = host_overhead_ms(self._curve, fps=state.fps, mean_batch=state.mean_batch,
+                                    offered_fps=self._received_rate) if full else NAN
+            self._overhead_seen = seen if math.isfinite(seen) else 0.0
+        overhead = max(self.p['plan_overhead_ms'], self._overhead_seen)
+        plan = plan_start(self._curve, cameras=self._cameras or 1, offered_fps=offered,
+                          budget_ms=self.p['latency_budget_ms'], batch_sizes=sizes, streams=streams,
+                          headroom=self.p['headroom'], load_margin=self.p['load_margin'],
+                          overhead_ms=overhead, per_frame_ms=self.p['plan_per_frame_ms'],
+                          depth_bounds=(self.p['queue_depth_min'], self.p['queue_depth_max']))
+        self._planned = True
+        self._planned_rate = offered
+        self._controller.plan(plan.config, plan.reason, expected=f'p99 ~{plan.expected_p99_ms:.1f} ms, '
+                              f'capacity {plan.expected_capacity_fps:.0f} FPS',
+                              expected_p99_ms=plan.expected_p99_ms, expected_fps=plan.expected_capacity_fps)
+        self._publish({'action': 'planned', 'reason': plan.reason, 'plan': plan.config,
+                       'offered_fps': offered, 'feasible': plan.feasible, 'curve': self._curve.format(),
+                       'host_overhead_ms': overhead})
+        if not plan.feasible:
+            self._log.log('warning', f'the curve predicts the budget out of reach: {plan.reason}')
 
     # -- metrics --------------------------------------------------------------------------------------------
     def _on_metrics(self, msg: Float32MultiArray) -> None:
@@ -237,6 +375,52 @@ class QosTuner(Node):
         self._metrics = dict(zip(labels, (float(v) for v in msg.data), strict=True))
         self._metrics_at = time.monotonic()
         self._metrics_seq += 1
+
+    def _on_stage(self, msg: Float64MultiArray) -> None:
+        arrival = time.time_ns()
+        data = msg.data
+        if len(data) < 3:
+            return
+        stamp = int(data[0]) * 1_000_000_000 + int(data[1])
+        if stamp <= 0:
+            return
+        if self._batch_index is None:
+            labels = [d.label for d in msg.layout.dim]
+            self._batch_index = labels.index('engine_batch_size') if 'engine_batch_size' in labels else -1
+        i = self._batch_index
+        self._windows.record(stamp, arrival, float(data[i]) if 0 <= i < len(data) else NAN)
+
+    def stage_state(self, now_ns: int | None = None) -> tuple[float, PipelineState] | None:
+        """The next complete stage_times window (settle_frames after the last change, then window_frames
+        frames, both in seconds at the last window's rate), or None while it is not complete."""
+        if self._config is None:
+            return None
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        policy, fps = self._window_policy, self._window_fps
+        if not math.isfinite(fps):  # estimate from the last second of reports
+            fps = self._windows.window(now_ns - 1_000_000_000, now_ns, self._since_ns).fps or NAN
+        if not self._since_ns:
+            # the tuner's first window: nothing changed yet, so the frames already here count
+            self._since_ns = now_ns - int((policy.settle_s(fps) + policy.window_s(fps)) * 1e9)
+        start = max(self._since_ns + int(policy.settle_s(fps) * 1e9), self._window_end_ns)
+        end = start + int(policy.window_s(fps) * 1e9)
+        if now_ns < end:
+            return None
+        stats = self._windows.window(start, end, self._since_ns)
+        self._window_end_ns = end
+        if stats.frames < 5:
+            self._window_fps = NAN  # the longest windows until frames come again
+            if now_ns - self._since_ns < 3e9 * policy.max_s:
+                return None
+            # nothing delivered for long after a change: a window that says so (the change is reverted)
+            p99 = 1e6 if stats.frames == 0 else stats.p99_ms
+        else:
+            self._window_fps = stats.fps
+            p99 = stats.p99_ms
+        return end / 1e9, PipelineState(config=dict(self._config), fps=stats.fps, latency_p99_ms=p99,
+                                        latency_p50_ms=stats.p50_ms, cameras=self._cameras,
+                                        mean_batch=stats.mean_batch,
+                                        messages_lost=self.qos_events.take_new('message_lost'))
 
     def _field(self, name: str) -> float:
         if not name or self._metrics is None:
@@ -276,18 +460,28 @@ class QosTuner(Node):
                                'reason': f'{self.p["target_node"]} did not answer within '
                                          f'{self.p["service_timeout_s"]:g} s'})
             return
-        if self._metrics_seq == self._used_seq:
-            return
-        if now - self._metrics_at > self.p['metrics_timeout_s']:
-            return
-        state = self.state()
-        if state is None:
-            return
-        self._used_seq = self._metrics_seq
-        decision = self._controller.step(self._metrics_at, state)
+        if self.p['window_source'] == 'stage_times':
+            window = self.stage_state()
+            if window is None:
+                return
+            at, state = window
+        else:
+            if self._metrics_seq == self._used_seq:
+                return
+            if now - self._metrics_at > self.p['metrics_timeout_s']:
+                return
+            metrics_state = self.state()
+            if metrics_state is None:
+                return
+            self._used_seq = self._metrics_seq
+            at, state = self._metrics_at, metrics_state
+        self._maybe_plan(state)
+        decision = self._controller.step(at, state)
         if decision.notable:
             self._report(decision)
-        if decision.action in ('accept', 'converged'):
+        best = self._controller.best
+        if decision.action == 'converged' or (best is not None and best is not self._written_best):
+            self._written_best = best
             self._write_config(decision)
         if decision.change is not None and decision.change.actuated and not self.p['advise_only']:
             self._apply(decision.change)
@@ -313,6 +507,8 @@ class QosTuner(Node):
             return
         params = []
         for name, value in change.new.items():
+            if value is None:  # never set a knob to "unknown" (a revert to a value never read)
+                continue
             target, target_value = knob_to_target(name, value)
             params.append(Parameter(target, value=target_value).to_parameter_msg())
         future = self._set_client.call_async(SetParametersAtomically.Request(parameters=params))
@@ -335,7 +531,8 @@ class QosTuner(Node):
             self._last_timed_out = False
             if self._config is not None:
                 self._config.update(change.new)
-            self._controller.applied(time.monotonic(), change)
+            self._controller.applied(self._tuner_time(), change)
+            self._mark_change()
             self.get_logger().info(f'applied on {self.p["target_node"]}: {change.describe()}')
             self._publish({'action': 'applied', 'reason': change.reason, 'change': change.as_dict(),
                            'config': dict(self._config or {})})
@@ -349,11 +546,16 @@ class QosTuner(Node):
         path = self.p['output_config_path']
         if not path or self._config is None:
             return
+        best = self._controller.best
+        config = {**self._config, **(best.config if best is not None else {})}
+        budget = self.p['latency_budget_ms']
+        what = (f'best window within budget: p99 {best.p99_ms:.1f} ms (budget {budget:g} ms), '
+                f'{best.fps:.1f} FPS' if best is not None else
+                f'no window within budget yet; last p99 {decision.p99_ms:.1f} ms, {decision.fps:.1f} FPS')
         header = (f'Tuned by {self.get_fully_qualified_name()} on {time.strftime("%Y-%m-%d %H:%M:%S")}: '
-                  f'p99 {decision.p99_ms:.1f} ms (budget {self.p["latency_budget_ms"]:g} ms), '
-                  f'{decision.fps:.1f} FPS. {decision.action}: {decision.reason}')
+                  f'{what}. {decision.action}: {decision.reason}')
         try:
-            params = dict(knob_to_target(k, v) for k, v in self._config.items())
+            params = dict(knob_to_target(k, v) for k, v in config.items())
             write_text(output_dir(self.p), path, params_file_text(self.p['target_node'], params, header),
                        'output_config_path')
         except (OSError, OutputPathError) as exc:

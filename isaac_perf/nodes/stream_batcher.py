@@ -66,6 +66,7 @@ from isaac_perf.core.inference.frames import ImageFormatError
 from isaac_perf.core.inference.node_params import names
 from isaac_perf.core.telemetry import stage_times
 from isaac_perf.core.telemetry.health import Status
+from isaac_perf.core.tuning.planner import LatencyCurve
 from isaac_perf.ros import executors
 from isaac_perf.ros.conversions import (
     check_model_image,
@@ -208,8 +209,9 @@ class StreamBatcher(Node):
             self._pending_limits = True  # applied by the worker, which owns the scheduler
         if 'num_streams' in keys:
             self._pending_streams = int(changes['num_streams'])  # applied by the worker, which owns streams
-            if self._values['cuda_graphs']:
-                self._reload = True  # one engine per stream: new streams need their own engines
+            built = len(self.engines.per_device[0]) if self.engines is not None else 0
+            if self._values['cuda_graphs'] and int(changes['num_streams']) > built:
+                self._reload = True  # one engine per stream: more streams than built need their own
         if 'max_batch_size' in keys and self.engine is not None and \
                 int(changes['max_batch_size']) > self.engine.max_batch_size:
             self._reload = True  # a fixed engine profile (TensorRT) must grow
@@ -472,6 +474,9 @@ class StreamBatcher(Node):
         engine = self.engine
         if engine is not None:
             values.update(backend=engine.backend, device=engine.device)
+        engines = self.engines
+        if engines is not None and engines.batch_latency_ms:
+            values['batch_latency_ms'] = LatencyCurve(engines.batch_latency_ms).format()
         values['time_to_engine_ready_s'] = _seconds(self.time_to_engine_ready_s)
         values['time_to_first_result_s'] = _seconds(self.time_to_first_result_s)
         values['last_error'] = self.last_error

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from isaac_perf.core.batching.compute import EngineCompute
@@ -44,6 +44,8 @@ class EngineSet:
     graphs: bool           # CUDA graphs: one engine per stream, batches padded up to a bucket
     on_gpu: bool           # torch on CUDA: GPU runtimes, staging threads, several devices possible
     buckets: tuple[int, ...]
+    # ms per batch on the first engine at each warmed size, timed at load (the tuner plans from it)
+    batch_latency_ms: dict[int, float] = field(default_factory=dict)
 
     @property
     def engine(self) -> Engine:
@@ -73,6 +75,40 @@ def _options(values: Mapping[str, Any], target: str) -> EngineOptions:
                          cuda_graphs=bool(values['cuda_graphs']))
 
 
+def warm_sizes(values: Mapping[str, Any]) -> tuple[int, ...]:
+    """Batch sizes warmed (and CUDA graphs captured) at load: the buckets up to max_batch_size, or up to
+    graph_max_batch_size when that is larger, so a tuner's batch changes up to it never reload."""
+    return graph_buckets(max(int(values['max_batch_size']), int(values.get('graph_max_batch_size', 0))))
+
+
+def engines_per_device(values: Mapping[str, Any]) -> int:
+    """With CUDA graphs, one engine per stream: num_streams, or graph_streams when that is larger (so a
+    num_streams change up to it needs no reload)."""
+    return max(int(values['num_streams']), int(values.get('graph_streams', 0)))
+
+
+def time_batches(engine: Engine, sizes: tuple[int, ...], runs: int = 5) -> dict[int, float]:
+    """Median ms of one synchronous batch at each size (random inputs, already warmed): the engine's
+    latency-per-batch curve. Failures leave a size out."""
+    import time
+
+    from isaac_perf.core.inference.engines.base import random_feeds
+    out: dict[int, float] = {}
+    for b in sizes:
+        feeds = random_feeds(engine.inputs, b)
+        times = []
+        try:
+            for _ in range(max(1, runs)):
+                t0 = time.perf_counter()
+                engine.infer(feeds)
+                times.append((time.perf_counter() - t0) * 1000.0)
+        except Exception:  # noqa: BLE001 - a size the engine cannot take is simply not on the curve
+            continue
+        times.sort()
+        out[b] = max(1e-3, times[len(times) // 2])
+    return out
+
+
 def load_engines(values: Mapping[str, Any], live_values: Mapping[str, Any], targets: list[str],
                  log: Log) -> EngineSet:
     """Create and warm the engines on `targets`; raises what create_engine raises, having closed them.
@@ -81,7 +117,7 @@ def load_engines(values: Mapping[str, Any], live_values: Mapping[str, Any], targ
     post-processing (top_k, thresholds) follows later parameter changes.
     """
     from isaac_perf.core.inference.engines.factory import create_engine
-    sizes = graph_buckets(int(values['max_batch_size']))
+    sizes = warm_sizes(values)
     per_device: list[list[Engine]] = []
     plan, graphs, on_gpu = None, False, False
     try:
@@ -98,7 +134,7 @@ def load_engines(values: Mapping[str, Any], live_values: Mapping[str, Any], targ
                     on_gpu = str(engines[0].device).startswith('cuda') and engines[0].backend == 'torch'
                 if graphs:  # one engine (and one set of graph buffers) per stream
                     engines += [create_engine(values['backend'], path, options, log=log)
-                                for _ in range(int(values['num_streams']) - 1)]
+                                for _ in range(engines_per_device(values) - 1)]
                 if values['warmup_iterations'] or graphs:
                     for engine in engines:
                         engine.warmup(sizes, max(1, int(values['warmup_iterations'])))
@@ -111,7 +147,8 @@ def load_engines(values: Mapping[str, Any], live_values: Mapping[str, Any], targ
         close_all(per_device)
         raise
     assert plan is not None  # targets is never empty: Placement gives at least `device`
-    return EngineSet(per_device, plan, graphs, on_gpu, sizes if graphs else ())
+    curve = time_batches(per_device[0][0], sizes) if values.get('measure_batch_latency', True) else {}
+    return EngineSet(per_device, plan, graphs, on_gpu, sizes if graphs else (), curve)
 
 
 def build_scheduler(engines: EngineSet, values: Mapping[str, Any],

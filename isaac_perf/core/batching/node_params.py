@@ -78,6 +78,14 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('cuda_graphs', False, 'torch backend on a GPU: one engine per stream, each replaying one CUDA '
               'graph per batch-size bucket (powers of two up to max_batch_size; batches are zero-padded up '
               'to a bucket). Removes the per-kernel launch cost; changing num_streams then reloads.'),
+    ParamSpec('graph_max_batch_size', 0, 'Warm the engine (and capture CUDA graphs) for every bucket up to '
+              'this batch size at load, so max_batch_size changes up to it never reload (a tuner sets it to '
+              'its batch_size_max); 0 = max_batch_size.', min=0, max=256),
+    ParamSpec('graph_streams', 0, 'With cuda_graphs, build one engine per stream for this many streams at '
+              'load, so num_streams changes up to it never reload; 0 = num_streams.', min=0, max=16),
+    ParamSpec('measure_batch_latency', True, 'Time one batch at each warmed size after load and publish the '
+              'curve in /diagnostics as batch_latency_ms (the qos_tuner plans its start from it).',
+              read_only=True),
     *POSTPROCESS_SPECS,
     ParamSpec('warmup_iterations', 2, 'Runs per batch size at engine load (powers of two up to '
               'max_batch_size).', min=0, max=100),
@@ -96,7 +104,7 @@ PARAMS: tuple[ParamSpec, ...] = (
 # Which parameters change what at run time: the batch policy, the subscriptions, the engines.
 BATCH_KEYS = frozenset({'max_batch_size', 'max_queue_delay_ms', 'queue_depth', 'preferred_batch_sizes'})
 IO_KEYS = frozenset({'camera_topics', 'input_reliability', 'output_suffix', 'zero_copy'})
-RELOAD_KEYS = MODEL_RELOAD_KEYS | {'gpu_ids'}
+RELOAD_KEYS = MODEL_RELOAD_KEYS | {'gpu_ids', 'graph_max_batch_size', 'graph_streams'}
 
 
 def policy_from(values: dict[str, Any]) -> BatchPolicy:

@@ -39,7 +39,8 @@ from isaac_perf.core.tuning.search import Value
 @dataclass(frozen=True)
 class Decision:
     """What the controller decided at one step. Only 'change' and 'revert' carry a change to apply."""
-    action: str  # settling | cooldown | hold | confirming | change | revert | accept | converged | impossible
+    action: str  # settling | cooldown | hold | confirming | change | plan | revert | accept | converged |
+    #              impossible | rate_limited | load_change
     reason: str
     change: Change | None = None
     time_s: float = 0.0
@@ -50,7 +51,8 @@ class Decision:
     @property
     def notable(self) -> bool:
         """Worth a log line and a message on ~/decisions (the rest is routine waiting)."""
-        return self.action in ('change', 'revert', 'accept', 'converged', 'impossible', 'external')
+        return self.action in ('change', 'plan', 'revert', 'accept', 'converged', 'impossible', 'external',
+                               'load_change')
 
     def as_dict(self) -> dict[str, Any]:
         return {'action': self.action, 'reason': self.reason, 'time_s': round(self.time_s, 3),
@@ -62,7 +64,7 @@ class Decision:
 class _Probe:
     change: Change
     base: PipelineState
-    purpose: str  # fix | explore | latency | revert
+    purpose: str  # fix | explore | latency | revert | plan
 
 
 def _key(config: Mapping[str, Value], names: Iterable[str]) -> tuple[Value, ...]:
@@ -79,7 +81,9 @@ class RealtimeController:
 
     def __init__(self, requirements: Requirements, knobs: Sequence[Knob], *, objective: str = 'throughput',
                  cooldown_s: float = 3.0, settle_s: float = 1.0, headroom: float = 0.15, margin: float = 0.05,
-                 min_gain: float = 0.03, confirm_windows: int = 2, history: int = 512):
+                 min_gain: float = 0.03, confirm_windows: int = 2, history: int = 512,
+                 max_changes_per_min: int = 0, give_up_after: int = 0,
+                 sticky: Sequence[str] = ('input_reliability',)):
         if objective not in ('throughput', 'latency'):
             raise ValueError(f"objective {objective!r} is not one of throughput, latency")
         if not 0 <= margin <= headroom < 1:
@@ -88,6 +92,10 @@ class RealtimeController:
             raise ValueError('settle_s and cooldown_s must be >= 0')
         if confirm_windows < 1:
             raise ValueError(f'confirm_windows={confirm_windows} must be >= 1')
+        if give_up_after < 0:
+            raise ValueError(f'give_up_after={give_up_after} must be >= 0 (0 = only when nothing is left)')
+        if max_changes_per_min < 0:
+            raise ValueError(f'max_changes_per_min={max_changes_per_min} must be >= 0 (0 = no bound)')
         self.requirements = requirements
         self.knobs = list(knobs)
         self.names = tuple(k.name for k in self.knobs if k.actuated)
@@ -111,6 +119,21 @@ class RealtimeController:
         self._refused: set[tuple[str, Value]] = set()  # knob values the pipeline would not take
         self.trajectory: deque[Decision] = deque(maxlen=history)
         self.changes_applied = 0
+        # bounded changes per minute: the times of the last changes applied (reverts count, and are exempt)
+        self.max_changes_per_min = max_changes_per_min
+        self._change_times: deque[float] = deque(maxlen=max(1, max_changes_per_min))
+        self._plan: Change | None = None  # a predicted setting to go to before searching
+        self.best: BestWindow | None = None  # the best window within budget since the last load change
+        self.impossible_report = ''
+        # declare the budget impossible after this many fix attempts without one window within it (0 = only
+        # once no change is left to try): on a pipeline whose floor is above the budget the advice list is
+        # long, and each attempt costs a window
+        self.give_up_after = give_up_after
+        self._fixes = 0  # fix attempts since the lowest p99 last fell by 10 % (or a window met the budget)
+        self._lowest_p99 = math.inf
+        # knobs whose tried moves survive a load change (a reliability flip recreates every subscription and
+        # does not depend on the camera count)
+        self.sticky = frozenset(sticky)
 
     # -- helpers ------------------------------------------------------------------------------------
     def set_requirements(self, requirements: Requirements) -> None:
@@ -120,6 +143,79 @@ class RealtimeController:
         self._bad.clear()
         self._over = 0
         self.status = 'searching'
+
+    def plan(self, target: Mapping[str, Value], reason: str, expected: str = '',
+             expected_p99_ms: float = NAN, expected_fps: float = NAN) -> bool:
+        """Go to `target` (a model-predicted setting) at the next step, before any search move.
+
+        Only knobs this controller tunes are moved; returns False when that changes nothing. The plan is
+        judged like a fix: kept when its window is within budget or cuts the overshoot, else reverted.
+        """
+        wanted = {n: v for n, v in target.items() if n in self.names}
+        if self.config is not None and all(self.config.get(n) == v for n, v in wanted.items()):
+            self._plan = None
+            return False
+        # `old` is filled in when the plan is proposed, from the setting then measured
+        self._plan = Change(new=wanted, old={}, reason=reason, expected=expected or 'the predicted setting',
+                            direction='plan', expected_p99_ms=expected_p99_ms, expected_fps=expected_fps)
+        return bool(wanted)
+
+    def _propose_plan(self, now_s: float, state: PipelineState) -> Decision | None:
+        planned, self._plan = self._plan, None
+        if planned is None or self.config is None:
+            return None
+        here = self.config
+        new = {n: v for n, v in planned.new.items() if here.get(n) != v}
+        if not new or any((n, v) in self._refused for n, v in new.items()):
+            return None
+        change = Change(new=new, old={n: here.get(n) for n in new}, reason=planned.reason,
+                        expected=planned.expected, direction='plan', expected_p99_ms=planned.expected_p99_ms,
+                        expected_fps=planned.expected_fps)
+        if self._key_of(change) in self._bad:
+            return None
+        self._pending = _Probe(change=change, base=state, purpose='plan')
+        self._proposed_at = now_s
+        return self._decide('plan', f'model-predicted setting: {change.reason}', now_s, state, change)
+
+    def load_changed(self, now_s: float, reason: str) -> Decision:
+        """The load changed (cameras, offered rate): what was measured no longer holds. Forget it, keep the
+        setting, and search again from here (call `plan` next to re-plan from the model)."""
+        sticky = {edge for edge in self._tried if self._sticky_edge(edge)}
+        self._tried.clear()
+        self._tried.update(sticky)
+        self._bad.clear()
+        self._memo.clear()
+        self._over = 0
+        self._fixes = 0
+        self._lowest_p99 = math.inf
+        self._probe = None
+        self._pending = None
+        self.best = None
+        self.impossible_report = ''
+        self.status = 'searching'
+        self._changed_at = now_s
+        return self._decide('load_change', reason, now_s, None)
+
+    def _sticky_edge(self, edge: tuple[tuple[Value, ...], tuple[Value, ...]]) -> bool:
+        moved = {n for n, a, b in zip(self.names, *edge, strict=True) if a != b}
+        return bool(moved) and moved <= self.sticky
+
+    def _track_best(self, now_s: float, state: PipelineState) -> None:
+        """Keep the best window within budget (highest FPS; within 1 % of it, the lower p99)."""
+        if not self._feasible(state) or not math.isfinite(state.fps):
+            return
+        b = self.best
+        better = (b is None or state.fps > b.fps * 1.01
+                  or (state.fps >= b.fps * 0.99 and state.latency_p99_ms < b.p99_ms))
+        if better:
+            self.best = BestWindow(config=dict(self.config or {}), fps=state.fps,
+                                   p99_ms=state.latency_p99_ms, time_s=now_s)
+
+    def _rate_limited(self, now_s: float) -> bool:
+        if not self.max_changes_per_min:
+            return False
+        recent = [t for t in self._change_times if now_s - t < 60.0]
+        return len(recent) >= self.max_changes_per_min
 
     def _decide(self, action: str, reason: str, now: float, state: PipelineState | None,
                 change: Change | None = None) -> Decision:
@@ -182,9 +278,16 @@ class RealtimeController:
                                 state)
         here = _key(self.config, names)
         self._memo[here] = state
+        self._track_best(now_s, state)
+        if state.latency_p99_ms < self._lowest_p99 * 0.9:
+            self._fixes = 0  # still making progress
+        self._lowest_p99 = min(self._lowest_p99, state.latency_p99_ms)
         r = self.requirements
         if self._probe is not None:
             return self._judge(now_s, state)
+        planned = self._propose_plan(now_s, state)
+        if planned is not None:
+            return planned
 
         over = overshoot(r, state) > 0
         self._over = self._over + 1 if over else 0
@@ -198,6 +301,7 @@ class RealtimeController:
                                     f'({self._over} of {self.confirm_windows} windows)', now_s, state)
             purpose = 'fix'
         else:
+            self._fixes = 0
             if self.status == 'impossible':
                 self.status = 'searching'  # the load changed: the requirements are met again
             roomy = state.latency_p99_ms < r.max_latency_ms * (1.0 - self.headroom)
@@ -222,22 +326,35 @@ class RealtimeController:
         if changed_outside:
             return self._decide('external', 'the settings changed outside the tuner; measuring them anew',
                                 now_s, state)
+        planned = self._propose_plan(now_s, state)  # a plan needs no settled window of the start first
+        if planned is not None:
+            return planned
         return self._decide('settling', 'first measurement: waiting for a settled window', now_s, state)
+
+    def _key_of(self, change: Change) -> tuple[Value, ...]:
+        return _key(self._target(change), self.names)
 
     def _advance(self, now_s: float, state: PipelineState, purpose: str) -> Decision:
         """Propose the first change worth trying for `purpose`; otherwise report impossible or converged."""
         r = self.requirements
+        if self._rate_limited(now_s):
+            return self._decide('rate_limited', f'{self.max_changes_per_min} changes in the last minute: '
+                                'waiting before the next', now_s, state)
         advice = advise(r, state, self.knobs, purpose)
+        if purpose == 'fix' and self.give_up_after and self._fixes >= self.give_up_after:
+            if self.status != 'impossible':
+                return self._give_up(now_s, state, advice)
+            return self._decide('hold', 'budget reported impossible; holding the best setting', now_s, state)
         for change in advice.changes:
             if self._worth_trying(change, state, purpose):
+                self._fixes += purpose == 'fix'
                 self._pending = _Probe(change=change, base=state, purpose=purpose)
                 self._proposed_at = now_s
                 gap = '; '.join(advice.gaps) if advice.gaps else f'within budget, {purpose}'
                 return self._decide('change', f'{gap}: {change.reason}', now_s, state, change)
         if purpose == 'fix':
             if self.status != 'impossible':
-                self.status = 'impossible'
-                return self._decide('impossible', self._impossible_reason(state, advice), now_s, state)
+                return self._give_up(now_s, state, advice)
             return self._decide('hold', 'budget reported impossible; holding the best setting', now_s, state)
         if self.status != 'converged':
             self.status = 'converged'
@@ -250,6 +367,19 @@ class RealtimeController:
         return self._decide('hold', f'converged: p99 {state.latency_p99_ms:.1f} ms of '
                             f'{r.max_latency_ms:g} ms, {state.fps:.1f} FPS', now_s, state)
 
+    def _lowest(self) -> tuple[tuple[Value, ...], PipelineState]:
+        """The measured setting with the lowest p99 (there is one: a fix follows a measured window)."""
+        return min(self._memo.items(), key=lambda kv: kv[1].latency_p99_ms
+                   if math.isfinite(kv[1].latency_p99_ms) else math.inf)
+
+    def _give_up(self, now_s: float, state: PipelineState, advice: Advice) -> Decision:
+        """Report the budget impossible once, and go to (then hold) the lowest-p99 setting measured."""
+        self.status = 'impossible'
+        reason = self._impossible_reason(state, advice)
+        self.plan(dict(zip(self.names, self._lowest()[0], strict=True)),
+                  'the lowest p99 measured (budget impossible)')
+        return self._decide('impossible', reason, now_s, state)
+
     def _judge(self, now_s: float, state: PipelineState) -> Decision:
         probe = self._probe
         assert probe is not None
@@ -258,9 +388,12 @@ class RealtimeController:
         if probe.purpose == 'revert':
             self._probe = None
             return self._decide('hold', 'reverted; back at the measured setting', now_s, state)
-        if probe.purpose == 'fix':
+        if probe.purpose in ('fix', 'plan'):
             before, after = overshoot(r, base), overshoot(r, state)
             ok = after < before * (1.0 - self.min_gain) or after == 0
+            if probe.purpose == 'plan' and after == 0 == before:
+                # both within budget: the plan must not cost throughput
+                ok = not state.fps < base.fps * (1.0 - self.min_gain)
             verdict = f'overshoot {before:.3f} -> {after:.3f}'
             if ok and self._free(probe.change) and state.fps < base.fps * (1.0 - FREE_CUT_FPS_LOSS):
                 # queue depth and reliability should cost no throughput; a large loss means frames are
@@ -275,7 +408,8 @@ class RealtimeController:
                    + (f', {verdict}' if verdict else ''))
         if ok:
             self._probe = None
-            self.status = 'searching'
+            if not (probe.purpose == 'plan' and self.status == 'impossible'):
+                self.status = 'searching'  # going to the lowest p99 after giving up keeps the verdict
             self._over = 0
             return self._decide('accept', f'kept {summary}', now_s, state)
         if not self._feasible(state):
@@ -294,6 +428,7 @@ class RealtimeController:
         self._changed_at = now_s
         self._over = 0
         self.changes_applied += 1
+        self._change_times.append(now_s)
         if pending is not None and pending.change == change:
             self._probe = pending
         else:
@@ -320,12 +455,30 @@ class RealtimeController:
         best = min(self._memo.items(), key=lambda kv: overshoot(r, kv[1]))
         best_cfg = dict(zip(self.names, best[0], strict=True))
         needs = [f'{c.describe()} ({c.expected})' for c in advice.changes if not c.actuated]
-        text = (f'cannot meet the requirements ({"; ".join(gaps(r, state))}) with the knobs allowed: '
+        lowest = self._lowest()
+        lowest_cfg = dict(zip(self.names, lowest[0], strict=True))
+        text = (f'budget cannot be met: best achievable p99 {lowest[1].latency_p99_ms:.1f} ms '
+                f'(budget {r.max_latency_ms:g} ms) at {lowest_cfg}, {lowest[1].fps:.1f} FPS. ')
+        text += (f'cannot meet the requirements ({"; ".join(gaps(r, state))}) with the knobs allowed: '
                 f'best reached p99 {best[1].latency_p99_ms:.1f} ms at {best[1].fps:.1f} FPS with {best_cfg} '
                 f'after {self.changes_applied} changes. ')
         text += ('Would need: ' + '; '.join(needs)) if needs else (
             'Would need a faster model (lower precision, smaller input), a faster GPU, or a looser budget.')
+        self.impossible_report = text
         return text
+
+
+@dataclass(frozen=True)
+class BestWindow:
+    """The best measured window within the budget: what to write back as the tuned setting."""
+    config: Mapping[str, Value]
+    fps: float
+    p99_ms: float
+    time_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {'config': dict(self.config), 'fps': _num(self.fps), 'p99_ms': _num(self.p99_ms),
+                'time_s': round(self.time_s, 3)}
 
 
 def _unknown(key: tuple[Value, ...]) -> PipelineState:

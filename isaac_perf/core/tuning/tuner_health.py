@@ -24,6 +24,10 @@ class TunerFacts:
     counts: Mapping[str, int] = field(default_factory=dict)
     incompatible_pairs: int = 0
     last_timed_out: bool = False
+    status: str = 'searching'  # the controller's: searching | converged | impossible
+    best: Mapping[str, Any] | None = None  # the best window within budget (BestWindow.as_dict())
+    impossible: str = ''  # 'budget cannot be met: best achievable p99 ...' once declared
+    curve: str = ''  # the target's latency per batch, as read from its /diagnostics
 
 
 def tuner_status(status: Status, facts: TunerFacts) -> None:
@@ -35,6 +39,8 @@ def tuner_status(status: Status, facts: TunerFacts) -> None:
     if facts.incompatible_pairs:
         status.merge_summary(Level.WARN, f'{facts.incompatible_pairs} QoS-incompatible pair(s) on the '
                                          'watched topics (see ~/decisions)')
+    if facts.impossible:
+        status.merge_summary(Level.WARN, facts.impossible.split('. ')[0])
     if facts.last_timed_out:
         status.merge_summary(Level.WARN, f'{facts.target} did not answer the last change in time')
     status.add('target_node', facts.target)
@@ -45,3 +51,10 @@ def tuner_status(status: Status, facts: TunerFacts) -> None:
     for name, count in facts.counts.items():
         status.add(name, int(count))
     status.add('qos_incompatible_pairs', facts.incompatible_pairs)
+    status.add('tuner_status', facts.status)
+    best = facts.best or {}
+    status.add('best_fps', str(best.get('fps', 'none')))
+    status.add('best_p99_ms', str(best.get('p99_ms', 'none')))
+    status.add('best_config', ' '.join(f'{k}={v}' for k, v in best.get('config', {}).items()) or 'none')
+    status.add('impossible', facts.impossible or 'no')
+    status.add('batch_latency_ms', facts.curve or 'unknown')

@@ -11,6 +11,7 @@ from isaac_perf.core.output_paths import OutputPathError, check_writable
 from isaac_perf.core.params import ParamSpec
 from isaac_perf.core.tuning.controller import RealtimeController
 from isaac_perf.core.tuning.knobs import DEFAULT_KNOBS, KNOBS, Knob, Requirements
+from isaac_perf.core.tuning.planner import WindowPolicy
 
 
 def _check_node_name(name: str) -> str:
@@ -59,6 +60,42 @@ PARAMS: list[ParamSpec] = [
               'this fraction.', min=0.0, max=1.0),
     ParamSpec('confirm_windows', 2, 'Windows in a row over budget before reacting (filters one-off spikes).',
               min=1, max=100),
+    ParamSpec('max_changes_per_min', 20, 'Most changes applied in any 60 s (reverts of a failed probe count '
+              'and are exempt); 0 = no bound. With the tried/bad sets this keeps the loop from oscillating.',
+              min=0, max=10000),
+    ParamSpec('give_up_after', 12, "Fix attempts without a window within budget, or a 10 % fall of the "
+              "lowest p99, before the budget is reported impossible ('budget cannot be met: best achievable "
+              "p99 ...') and the lowest-p99 setting measured is held; 0 = only once no change is left to "
+              'try. A load change starts over.',
+              min=0, max=10000),
+    ParamSpec('window_source', 'metrics', "Where windows come from: 'metrics' (the perf_monitor's "
+              "/performance_metrics, windows of its window_s) or 'stage_times' (the target's per-frame "
+              'reports, read directly: windows of window_frames frames, shorter as the frame rate rises).',
+              choices=('metrics', 'stage_times')),
+    ParamSpec('stage_topic', '', "With window_source stage_times: the target's stage-report topic; '' = "
+              '<target_node>/stage_times.'),
+    ParamSpec('settle_frames', 60, 'stage_times windows: frames to let pass after a change before measuring '
+              '(bounded by min_settle_s and max_window_s).', min=0, max=100000),
+    ParamSpec('window_frames', 300, 'stage_times windows: frames one window aims at (a p99 needs a few '
+              'hundred); bounded by min_window_s and max_window_s.', min=1, max=1000000),
+    ParamSpec('min_settle_s', 0.2, 'stage_times windows: least seconds to settle after a change.', min=0.0,
+              max=600.0),
+    ParamSpec('min_window_s', 0.5, 'stage_times windows: shortest window in seconds.', min=0.01, max=600.0),
+    ParamSpec('max_window_s', 4.0, 'stage_times windows: longest settle or window in seconds (at a low '
+              'frame rate).', min=0.05, max=600.0),
+    ParamSpec('plan_start', True, "Start (and re-plan after a load change) from the setting the target's "
+              'latency-per-batch curve predicts (its /diagnostics batch_latency_ms), then search from '
+              'there.'),
+    ParamSpec('load_margin', 0.5, 'Plan: capacity to keep above the offered rate (0.5 = the GPU at most '
+              '2/3 busy).', min=0.0, max=10.0),
+    ParamSpec('plan_overhead_ms', 1.0, 'Plan: host milliseconds per batch the engine curve does not see '
+              '(staging, launches, publishing); raised to what a saturated window shows.', min=0.0,
+              max=1000.0),
+    ParamSpec('plan_per_frame_ms', 0.2, 'Plan: host milliseconds per frame the engine curve does not see.',
+              min=0.0, max=1000.0),
+    ParamSpec('load_change_ratio', 0.3, "A change of the target's received frame rate by more than this "
+              'fraction, for 3 diagnostics samples in a row, counts as a load change (so does a change of '
+              'its camera_topics): forget the measurements, re-plan, search again.', min=0.05, max=10.0),
     ParamSpec('tune_params', list(DEFAULT_KNOBS), 'Parameters of the target the tuner may change (add '
               'num_gpus to let it change how many GPUs the batcher uses, up to max_gpus).',
               check=_check_knobs),
@@ -109,7 +146,8 @@ PARAMS: list[ParamSpec] = [
 CONTROLLER_PARAMS = {'latency_budget_ms', 'min_fps', 'max_jitter_ms', 'objective', 'settle_s', 'cooldown_s',
                      'headroom', 'margin', 'min_gain', 'confirm_windows', 'tune_params', 'batch_size_min',
                      'batch_size_max', 'queue_delay_ms_min', 'queue_delay_ms_max', 'num_streams_min',
-                     'num_streams_max', 'queue_depth_min', 'queue_depth_max', 'max_gpus'}
+                     'num_streams_max', 'queue_depth_min', 'queue_depth_max', 'max_gpus',
+                     'max_changes_per_min', 'window_source', 'give_up_after'}
 
 
 def cross_check(values: dict[str, Any]) -> list[str]:
@@ -118,6 +156,9 @@ def cross_check(values: dict[str, Any]) -> list[str]:
                       ('num_streams_min', 'num_streams_max'), ('queue_depth_min', 'queue_depth_max')):
         if values[low] > values[high]:
             errors.append(f'{low}={values[low]} is above {high}={values[high]}')
+    if values['min_settle_s'] > values['max_window_s'] or values['min_window_s'] > values['max_window_s']:
+        errors.append(f'min_settle_s={values["min_settle_s"]} and min_window_s={values["min_window_s"]} must '
+                      f'not exceed max_window_s={values["max_window_s"]}')
     if values['margin'] > values['headroom']:
         errors.append(f'margin={values["margin"]} must not exceed headroom={values["headroom"]}')
     if values['output_config_path']:
@@ -135,7 +176,17 @@ def output_dir(values: dict[str, Any]) -> str:
 def controller_from(values: dict[str, Any], knobs: list[Knob]) -> RealtimeController:
     req = Requirements(max_latency_ms=values['latency_budget_ms'], min_fps=values['min_fps'],
                        jitter_tolerance_ms=values['max_jitter_ms'] or None)
+    # stage_times windows settle themselves (they start settle_frames after the change): no extra wait
+    settle = 0.0 if values['window_source'] == 'stage_times' else values['settle_s']
     return RealtimeController(req, knobs, objective=values['objective'], cooldown_s=values['cooldown_s'],
-                              settle_s=values['settle_s'], headroom=values['headroom'],
+                              settle_s=settle, headroom=values['headroom'],
                               margin=values['margin'], min_gain=values['min_gain'],
-                              confirm_windows=values['confirm_windows'])
+                              confirm_windows=values['confirm_windows'],
+                              max_changes_per_min=values['max_changes_per_min'],
+                              give_up_after=values['give_up_after'])
+
+
+def window_policy_from(values: dict[str, Any]) -> WindowPolicy:
+    return WindowPolicy(settle_frames=values['settle_frames'], window_frames=values['window_frames'],
+                        min_settle_s=values['min_settle_s'], min_window_s=values['min_window_s'],
+                        max_s=values['max_window_s'])
