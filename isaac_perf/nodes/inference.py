@@ -124,7 +124,9 @@ PARAMS: tuple[ParamSpec, ...] = (
 
 _RELOAD_KEYS = MODEL_RELOAD_KEYS | {'engine_file_path', 'force_engine_update', 'max_batch_size',
                                     'torch_compile', 'input_tensor_names', 'output_tensor_names'}
-_IO_KEYS = {'input_topics', 'output_topic', 'input_qos', 'output_qos', 'queue_depth', 'zero_copy'}
+_INPUT_KEYS = {'input_topics', 'input_qos', 'queue_depth', 'zero_copy'}
+_OUTPUT_KEYS = {'input_topics', 'output_topic', 'output_qos'}  # result topics follow the inputs' names
+_IO_KEYS = _INPUT_KEYS | _OUTPUT_KEYS
 
 
 def cross_check(values: dict[str, Any]) -> list[str]:
@@ -214,25 +216,30 @@ class InferenceNode(Node):
 
     # -- set-up -------------------------------------------------------------------------------------
 
-    def _create_io(self) -> None:
+    def _create_io(self, inputs: bool = True, outputs: bool = True) -> None:
+        """(Re)create the subscriptions and/or the publishers: only what a parameter change touches, so an
+        output change never tears down the inputs (entities destroyed under a multi-threaded executor's
+        wait are what rclpy trips over)."""
         with self._publish_lock, self._lock:
-            for sub in self._frame_subs:
-                sub.destroy()
-            for pub in self._result_publishers:
-                self.destroy_publisher(pub)
-            if self._stage_publisher is not None:
-                self.destroy_publisher(self._stage_publisher)
             v = self._values
-            self.input_topics = names(v['input_topics'])
-            self.output_topics = output_topics(v)
-            in_qos = qos_from_name(v['input_qos'])
-            out_qos = qos_from_name(v['output_qos'])
-            self._queues = [deque(maxlen=v['queue_depth']) for _ in self.input_topics]
-            self._frame_subs = [self._subscribe(i, topic, in_qos)
-                                   for i, topic in enumerate(self.input_topics)]
-            self._result_publishers = [self.create_publisher(Float32MultiArray, topic, out_qos)
-                                       for topic in self.output_topics]
-            self._stage_publisher = self.create_publisher(Float64MultiArray, '~/stage_times', out_qos)
+            if inputs:
+                for sub in self._frame_subs:
+                    sub.destroy()
+                self.input_topics = names(v['input_topics'])
+                in_qos = qos_from_name(v['input_qos'])
+                self._queues = [deque(maxlen=v['queue_depth']) for _ in self.input_topics]
+                self._frame_subs = [self._subscribe(i, topic, in_qos)
+                                    for i, topic in enumerate(self.input_topics)]
+            if outputs:
+                for pub in self._result_publishers:
+                    self.destroy_publisher(pub)
+                if self._stage_publisher is not None:
+                    self.destroy_publisher(self._stage_publisher)
+                self.output_topics = output_topics(v)
+                out_qos = qos_from_name(v['output_qos'])
+                self._result_publishers = [self.create_publisher(Float32MultiArray, topic, out_qos)
+                                           for topic in self.output_topics]
+                self._stage_publisher = self.create_publisher(Float64MultiArray, '~/stage_times', out_qos)
 
     def _subscribe(self, index: int, topic: str, qos: Any) -> FrameSubscriber:
         """An image subscription (zero-copy where the publisher offers it) that also reports what the
@@ -254,7 +261,7 @@ class InferenceNode(Node):
         self._values.update(changes)
         keys = set(changes)
         if keys & _IO_KEYS:
-            self._create_io()
+            self._create_io(inputs=bool(keys & _INPUT_KEYS), outputs=bool(keys & _OUTPUT_KEYS))
         if keys & _RELOAD_KEYS:
             self._reload_pending = True
             self.engine_ready.clear()
