@@ -70,7 +70,7 @@ def test_tuned_graph_applies_a_tuned_file_last_and_only_when_it_exists(tmp_path)
     nodes = graph.tuned_pipeline_nodes(2, 30.0, pipeline, tuner, missing, {'latency_budget_ms': 50.0})
     assert [n.name for n in nodes] == ['image_source', 'stream_batcher', 'perf_monitor', 'qos_tuner']
     cameras = ['/camera_0/image_raw', '/camera_1/image_raw']
-    assert nodes[1].parameters == (pipeline, {'camera_topics': cameras})
+    assert nodes[1].parameters == (pipeline, {'camera_topics': cameras, **graph.TUNED_BATCHER})
     tuned = tmp_path / 'tuned.yaml'
     tuned.write_text('/stream_batcher:\n  ros__parameters:\n    max_batch_size: 4\n')
     nodes = graph.tuned_pipeline_nodes(2, 30.0, pipeline, tuner, str(tuned), {})
@@ -79,6 +79,7 @@ def test_tuned_graph_applies_a_tuned_file_last_and_only_when_it_exists(tmp_path)
     assert tuner_params['target_node'] == '/stream_batcher' and tuner_params['cameras'] == 2
     # The tuner watches the descriptor topics' QoS: a raw watcher on the plain ones would cost a copy.
     assert tuner_params['watch_topics'] == ['/camera_0/image_raw/zero_copy', '/camera_1/image_raw/zero_copy']
-    # settle >= the monitor's window + publish period, so a step only sees windows of its own setting
-    monitor = nodes[2].parameters[1]
-    assert tuner_params['settle_s'] >= monitor['window_s'] + monitor['publish_period_s']
+    # Windows from the batcher's own stage reports (only frames captured after a change count), and every
+    # batch size / stream count the tuner may set is warmed at load: no engine reload while tuning.
+    assert tuner_params['window_source'] == 'stage_times'
+    assert nodes[1].parameters[1]['graph_streams'] >= tuner_params['num_streams_max']
