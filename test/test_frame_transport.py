@@ -308,3 +308,32 @@ def test_a_watcher_reads_the_described_frame_size_from_the_descriptor_bytes():
         assert described_frame_bytes(serialize_message(msg)) == height * step
     assert described_frame_bytes(b'\x00\x01\x00\x00short') is None
     assert described_frame_bytes(b'') is None
+
+
+def test_without_linux_both_ends_fall_back_to_plain_images(ros_context, spin, shm_dir, monkeypatch):
+    from isaac_perf.core.transport import segments
+    monkeypatch.setattr(segments.sys, 'platform', 'darwin')
+    node = Node('frame_transport_no_linux', context=ros_context)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    warnings = []
+    pub = FramePublisher(node, '/ft/darwin', RELIABLE, warn=warnings.append)
+    frames = []
+    sub = _collector(node, '/ft/darwin', frames)
+    # A reader of the descriptor topic (as a Linux peer would be) makes the publisher try the transport.
+    node.create_subscription(Image, '/ft/darwin/zero_copy', lambda m: None, RELIABLE)
+    try:
+        assert sub.mode == 'plain'  # the reader could not start: the plain topic only
+        assert spin(executor, lambda: pub._plain.get_subscription_count() == 1
+                    and pub._descriptors.get_subscription_count() == 1, 10.0)
+        for _ in range(3):
+            pub.publish(np.full((4, 4, 3), 5, np.uint8), 'rgb8', node.get_clock().now().to_msg(), 'c')
+        assert spin(executor, lambda: len(frames) == 3, 10.0)
+        assert all(isinstance(f, Image) for f in frames)
+        assert pub.counters['zero_copy'] == 0 and pub.counters['plain'] == 3
+        assert not pub.zero_copy and 'needs Linux' in pub.fallback_reason
+        assert len(warnings) == 1 and 'publishing plain' in warnings[0]  # said once, with the reason
+    finally:
+        sub.destroy()
+        pub.destroy()
+        node.destroy_node()

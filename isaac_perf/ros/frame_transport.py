@@ -257,7 +257,12 @@ class FrameSubscriber:
         self._source = source
         self._kwargs = kwargs
         self._on_refused = on_refused or (lambda reason, message: None)
-        self._reader = ShmReader() if zero_copy else None
+        self._reader = None
+        if zero_copy:
+            try:
+                self._reader = ShmReader()
+            except TransportUnavailable as exc:  # not Linux: read plain Images only
+                node.get_logger().warning(f'zero-copy transport unavailable for {topic}: {exc}')
         self._gpu_reader: Any = None  # core.transport.cuda_ipc.CudaIpcReader, at the first GPU descriptor
         self._gpu_frames = gpu_frames  # hand GPU frames over as they are; else copy them to the host
         self._cuda_stream = cuda_stream

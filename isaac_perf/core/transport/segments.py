@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 
 from isaac_perf.core.transport import locks
+from isaac_perf.core.transport.errors import TransportUnavailable
 
 ROOT_ENV = 'ISAAC_PERF_SHM_DIR'
 DEFAULT_ROOT = '/dev/shm'
@@ -24,6 +26,11 @@ _UNSAFE = re.compile(r'[^A-Za-z0-9_-]+')
 
 
 def transport_root(root: str | None = None) -> str:
+    """The folder segments live in; TransportUnavailable where the transport cannot run (not Linux: no OFD
+    locks), so callers fall back to plain messages instead of failing on the first lock."""
+    if not sys.platform.startswith('linux'):
+        raise TransportUnavailable(f'the zero-copy transport needs Linux (open-file-description locks); '
+                                   f'this is {sys.platform}: frames go as plain messages')
     return root or os.environ.get(ROOT_ENV) or DEFAULT_ROOT
 
 
