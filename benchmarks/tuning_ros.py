@@ -95,6 +95,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument('--fp16', action=argparse.BooleanOptionalAction, default=None)
     p.add_argument('--cuda-graphs', action=argparse.BooleanOptionalAction, default=None)
     p.add_argument('--dds', default='profile', help='launch_pipeline DDS configuration (default profile)')
+    p.add_argument('--transport', choices=('zero_copy', 'dds'), default='zero_copy',
+                   help='camera frames by the zero-copy transport (default) or as plain Images over DDS')
     p.add_argument('--ready-timeout', type=float, default=240.0)
     p.add_argument('--out', default=str(ROOT / 'results' / 'tuning_ros.json'))
     p.add_argument('--plot', default=str(ROOT / 'results' / 'tuning_ros.png'))
@@ -284,11 +286,12 @@ def node_commands(args: argparse.Namespace, logs: Path, budget: float, yaml_name
         model = {'model': '', 'model_file_path': str(path), 'task': 'detection'}
     topics = graph.pattern_topics(args.cameras)
     source = {'camera_count': args.cameras, 'topic_pattern': graph.CAMERA_PATTERN,
-              'rate_hz': float(args.rate or 30.0), 'width': args.width, 'height': args.height}
+              'rate_hz': float(args.rate or 30.0), 'width': args.width, 'height': args.height,
+              'zero_copy': args.transport == 'zero_copy'}
     batcher = {'camera_topics': topics, **BAD_START, 'backend': args.backend, 'enable_fp16': bool(args.fp16),
                'cuda_graphs': bool(args.cuda_graphs), 'graph_max_batch_size': max(_ints(args.sweep_batches)),
                'graph_streams': max(args.max_streams, max(_ints(args.sweep_streams))), **model,
-               **({'device': 'cpu'} if args.quick else {})}
+               'zero_copy': args.transport == 'zero_copy', **({'device': 'cpu'} if args.quick else {})}
     tuner = {'target_node': '/stream_batcher', 'latency_budget_ms': float(budget),
              'window_source': 'stage_times', 'cooldown_s': 0.5, 'confirm_windows': 2,
              'batch_size_max': max(_ints(args.sweep_batches)), 'num_streams_max': args.max_streams,
