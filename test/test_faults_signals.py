@@ -113,3 +113,13 @@ def test_two_nodes_with_one_name_are_reported_and_both_stop_cleanly():
     finally:
         first.kill()
         second.kill()
+
+
+def test_the_process_reads_as_stopping_from_the_first_request_until_the_stop_is_done():
+    from isaac_perf.core.shutdown import OrderlyStop, stopping
+    assert not stopping()
+    with OrderlyStop('probe', deadline_s=0, keep_ignoring=False) as stop:  # pytest keeps its Ctrl-C
+        assert not stopping()
+        stop.request()
+        assert stopping()  # what peers could not finish sending is counted now, not logged
+    assert not stopping()

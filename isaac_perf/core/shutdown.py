@@ -23,6 +23,13 @@ from types import FrameType
 from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_STOPPING = threading.Event()  # some OrderlyStop of this process has been requested and is not done
+
+
+def stopping() -> bool:
+    """Whether this process is stopping: frames its peers could not finish sending (a publisher that
+    exited first) are counted then, not logged, so a Ctrl-C stays quiet."""
+    return _STOPPING.is_set()
 
 
 class OrderlyStop:
@@ -70,6 +77,7 @@ class OrderlyStop:
     def restore(self) -> None:
         """The stop is complete: cancel the deadline and hand the signals back (or keep ignoring them)."""
         self._done.set()
+        _STOPPING.clear()
         if self._watchdog is not None:
             self._watchdog.cancel()
         # Handlers stay ignoring until the process is done with its clean-up: restoring Python's default
@@ -87,6 +95,7 @@ class OrderlyStop:
             return
         self.first_signal = signum
         self.requested.set()
+        _STOPPING.set()
         if self.on_request is not None:
             self.on_request()
 

@@ -57,6 +57,7 @@ from isaac_perf.core.inference.node_params import (
 from isaac_perf.core.inference.runner import DropCounter, InferenceRunner
 from isaac_perf.core.params import ParamSpec
 from isaac_perf.core.pipeline_graph import output_topics
+from isaac_perf.core.shutdown import stopping
 from isaac_perf.core.telemetry import stage_times
 from isaac_perf.core.telemetry.alerts import Level
 from isaac_perf.core.telemetry.health import Status
@@ -255,7 +256,12 @@ class InferenceNode(Node):
         with self._lock:
             self.frames_received += 1  # published, then lost here: counted as a drop with its cause
             self.drops.add(f'zero_copy_{reason}')
-        self._report_error(f'zero_copy_{reason}', f'frame on {topic} dropped: {message}')
+        if stopping():
+            return  # its publisher went first under the same Ctrl-C: counted, not worth a line
+        if reason == 'stale':  # the reader fell a ring behind, or the publisher exited: not bad input
+            self._log.throttled(f'zero_copy_{reason}', f'frame on {topic} dropped: {message}', LOG_REPEAT_S)
+        else:
+            self._report_error(f'zero_copy_{reason}', f'frame on {topic} dropped: {message}')
 
     def _on_change(self, changes: dict[str, Any]) -> None:
         self._values.update(changes)

@@ -64,6 +64,7 @@ from isaac_perf.core.cuda.runtime import visible_gpus
 from isaac_perf.core.inference.engines.base import Engine, EngineError
 from isaac_perf.core.inference.frames import ImageFormatError
 from isaac_perf.core.inference.node_params import names
+from isaac_perf.core.shutdown import stopping
 from isaac_perf.core.telemetry import stage_times
 from isaac_perf.core.telemetry.health import Status
 from isaac_perf.core.tuning.planner import LatencyCurve
@@ -272,7 +273,9 @@ class StreamBatcher(Node):
             with self._lock:
                 self.frames_received += 1
                 self.refused[reason] = self.refused.get(reason, 0) + 1
-            # stale = the reader fell a whole ring behind (overload), not bad input: a warning
+            if stopping():
+                return  # its publisher went first under the same Ctrl-C: counted, not worth a line
+            # stale = the reader fell a whole ring behind (overload) or the publisher exited: a warning
             self._report(f'zero_copy_{reason}', f'frame on {topic} dropped: {message}',
                          'warning' if reason == 'stale' else 'error')
         return on_refused
