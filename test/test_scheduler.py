@@ -281,3 +281,22 @@ def test_gpu_pipeline_with_torch_engine_matches_cpu_and_overlaps_copies(tmp_path
     trace.collect(block=True)
     assert copy_compute_overlap(trace.spans)['num_copies'] == sched.submitted
     assert sched.close() == {'host': [], 'device': []}
+
+
+def test_wait_reads_the_clock_after_waiting_so_no_queue_delay_is_negative():
+    t = [0]
+    p = make_pipeline(num_streams=1, clock=lambda: t[0], max_queue_delay_ns=0, max_batch_size=1)
+    p.push('a', img(1), 0, now_ns=0)
+    results = p.step(0)                        # the first frame's batch is sent
+    t[0] = 7 * MS
+    p.push('a', img(2), 0, now_ns=7 * MS)      # a frame that arrives while the worker waits
+    results += p.wait()                        # dispatches at the clock read after the wait
+    results += p.drain(t[0])
+    assert [r.result for r in results] == [48, 96]
+    assert min(p.batcher.queue_delays_ns) >= 0, list(p.batcher.queue_delays_ns)
+    p2 = make_pipeline(num_streams=1, clock=lambda: t[0], max_queue_delay_ns=0, max_batch_size=1)
+    p2.push('a', img(1), 0, now_ns=7 * MS)
+    p2.step(7 * MS)
+    p2.push('a', img(2), 0, now_ns=9 * MS)
+    p2.wait(8 * MS)                            # an explicit time is used as given (simulated clocks)
+    assert min(p2.batcher.queue_delays_ns) < 0

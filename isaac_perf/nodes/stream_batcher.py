@@ -323,7 +323,7 @@ class StreamBatcher(Node):
         now = time.perf_counter_ns()
         if sched is not None and sched.in_flight:
             if not sched.has_capacity():
-                self._publish(self.pipeline.wait(now))  # every lane busy: wait for the oldest batch
+                self._publish(self.pipeline.wait())  # every lane busy: wait for the oldest batch
                 return
             timeout = 0.0005  # batches in flight: look again soon
         else:

@@ -132,11 +132,13 @@ class MultiStreamPipeline:
             self._absorb(self.scheduler.poll())
         return self._ready()
 
-    def wait(self, now_ns: int) -> list[FrameResult]:
-        """Like `step`, but first block until the oldest batch in flight is done."""
+    def wait(self, now_ns: int | None = None) -> list[FrameResult]:
+        """Like `step`, but first block until the oldest batch in flight is done. `now_ns` None: the
+        pipeline's clock read after the wait (frames pushed meanwhile must not look dispatched before they
+        arrived: a time taken before the wait made queue delays negative and deadlines late)."""
         if self.scheduler is not None:
             self._absorb(self.scheduler.wait_one())
-        return self.step(now_ns)
+        return self.step(self._clock() if now_ns is None else now_ns)
 
     def drain(self, now_ns: int) -> list[FrameResult]:
         """Send everything queued (ignoring the delay), wait for all of it; returns every result left."""
