@@ -298,7 +298,7 @@ def test_gpu_frames_cross_processes_by_cuda_ipc_and_reach_host_readers_too(ros_c
 def test_a_watcher_reads_the_described_frame_size_from_the_descriptor_bytes():
     from rclpy.serialization import serialize_message
 
-    from isaac_perf.core.transport.wire import described_frame_bytes
+    from isaac_perf.core.telemetry.cdr import described_frame_bytes
     for frame_id, encoding, height, step in (('', 'rgb8', 1080, 5760), ('camera_3_optical_frame', 'mono16',
                                                                           480, 1280)):
         msg = Image(height=height, width=step // 3, encoding=encoding, step=step)

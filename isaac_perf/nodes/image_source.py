@@ -14,7 +14,6 @@ callback ran, so the rate does not drift; ticks that come too late are skipped b
 """
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from isaac_perf.core.inference.health import source_summary
 from isaac_perf.core.params import ParamSpec
 from isaac_perf.core.pipeline_graph import camera_topics
 from isaac_perf.core.telemetry.health import Status
-from isaac_perf.core.transport.params import ZERO_COPY_WRITER
+from isaac_perf.core.transport.params import ZERO_COPY_WRITER, publish_threads
 from isaac_perf.ros.diagnostics import Updater
 from isaac_perf.ros.frame_transport import FramePublisher, publisher_totals
 from isaac_perf.ros.node_main import run_node
@@ -87,11 +86,6 @@ PARAMS: tuple[ParamSpec, ...] = (
 _SOURCE_KEYS = {'width', 'height', 'encoding', 'source', 'source_path', 'source_topic', 'cache_mb'}
 _PUBLISHER_KEYS = {'camera_count', 'camera_topics', 'topic_pattern', 'qos_reliability', 'qos_depth',
                    'frame_id', 'zero_copy', 'zero_copy_slots'}
-
-
-def publish_threads(setting: int, cameras: int) -> int:
-    """Threads for `publish_threads` = `setting` (0 = one per camera, at most half the cores)."""
-    return setting if setting > 0 else max(1, min(cameras, (os.cpu_count() or 2) // 2))
 
 
 def _cross_check(current: dict[str, Any], changes: dict[str, Any]) -> list[str]:

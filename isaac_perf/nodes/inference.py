@@ -57,10 +57,10 @@ from isaac_perf.core.inference.node_params import (
 from isaac_perf.core.inference.runner import DropCounter, InferenceRunner
 from isaac_perf.core.params import ParamSpec
 from isaac_perf.core.pipeline_graph import output_topics
-from isaac_perf.core.shutdown import stopping
 from isaac_perf.core.telemetry import stage_times
 from isaac_perf.core.telemetry.alerts import Level
 from isaac_perf.core.telemetry.health import Status
+from isaac_perf.core.transport.errors import refusal_severity
 from isaac_perf.core.transport.params import ZERO_COPY_READER
 from isaac_perf.ros import executors
 from isaac_perf.ros.conversions import (
@@ -71,7 +71,7 @@ from isaac_perf.ros.conversions import (
     stamp_to_ns,
 )
 from isaac_perf.ros.diagnostics import Updater
-from isaac_perf.ros.frame_transport import FrameSubscriber, ReceivedFrame, transport_times
+from isaac_perf.ros.frame_transport import FrameSubscriber, ReceivedFrame, subscriber_values
 from isaac_perf.ros.log import LogLimiter
 from isaac_perf.ros.node_main import StartupError, run_node
 from isaac_perf.ros.params import declare_params
@@ -256,11 +256,10 @@ class InferenceNode(Node):
         with self._lock:
             self.frames_received += 1  # published, then lost here: counted as a drop with its cause
             self.drops.add(f'zero_copy_{reason}')
-        if stopping():
-            return  # its publisher went first under the same Ctrl-C: counted, not worth a line
-        if reason == 'stale':  # the reader fell a ring behind, or the publisher exited: not bad input
+        severity = refusal_severity(reason)
+        if severity == 'warning':
             self._log.throttled(f'zero_copy_{reason}', f'frame on {topic} dropped: {message}', LOG_REPEAT_S)
-        else:
+        elif severity == 'error':
             self._report_error(f'zero_copy_{reason}', f'frame on {topic} dropped: {message}')
 
     def _on_change(self, changes: dict[str, Any]) -> None:
@@ -497,8 +496,7 @@ class InferenceNode(Node):
             status.update({'backend': str(engine.backend), 'device': str(engine.device)})
         status.update({f'{k}_ms_mean': f'{v:.3f}' for k, v in self.stage_means().items()})
         status.add('input_topics', ','.join(self.input_topics))
-        status.add('input_paths', ','.join(sorted({sub.mode for sub in self._frame_subs})) or 'none')
-        status.update(transport_times(self._frame_subs))
+        status.update(subscriber_values(self._frame_subs))
         wrong = self._wrong_type_publishers()
         if wrong:
             status.merge_summary(Level.ERROR, wrong)

@@ -64,9 +64,9 @@ from isaac_perf.core.cuda.runtime import visible_gpus
 from isaac_perf.core.inference.engines.base import Engine, EngineError
 from isaac_perf.core.inference.frames import ImageFormatError
 from isaac_perf.core.inference.node_params import names
-from isaac_perf.core.shutdown import stopping
 from isaac_perf.core.telemetry import stage_times
 from isaac_perf.core.telemetry.health import Status
+from isaac_perf.core.transport.errors import refusal_severity
 from isaac_perf.core.tuning.planner import LatencyCurve
 from isaac_perf.ros import executors
 from isaac_perf.ros.conversions import (
@@ -77,7 +77,7 @@ from isaac_perf.ros.conversions import (
     stamp_to_ns,
 )
 from isaac_perf.ros.diagnostics import Updater
-from isaac_perf.ros.frame_transport import FrameSubscriber, ReceivedFrame, transport_times
+from isaac_perf.ros.frame_transport import FrameSubscriber, ReceivedFrame, subscriber_values
 from isaac_perf.ros.node_main import StartupError, run_node
 from isaac_perf.ros.params import declare_params
 from isaac_perf.ros.qos import qos_from_name
@@ -273,11 +273,9 @@ class StreamBatcher(Node):
             with self._lock:
                 self.frames_received += 1
                 self.refused[reason] = self.refused.get(reason, 0) + 1
-            if stopping():
-                return  # its publisher went first under the same Ctrl-C: counted, not worth a line
-            # stale = the reader fell a whole ring behind (overload) or the publisher exited: a warning
-            self._report(f'zero_copy_{reason}', f'frame on {topic} dropped: {message}',
-                         'warning' if reason == 'stale' else 'error')
+            severity = refusal_severity(reason)
+            if severity is not None:
+                self._report(f'zero_copy_{reason}', f'frame on {topic} dropped: {message}', severity)
         return on_refused
 
     # ------------------------------------------------------------------------------------ input
@@ -468,9 +466,8 @@ class StreamBatcher(Node):
         values['frames_pending'] = received - published - values['total_dropped_frames']
         values.update(self.losses.values())
         with self._lock:
-            values['input_paths'] = ','.join(sorted({sub.mode for sub in self._frame_subs})) or 'none'
             subs = list(self._frame_subs)
-        values.update(transport_times(subs))
+        values.update(subscriber_values(subs))
         sched = self.pipeline.scheduler
         if sched is not None:
             values.update(scheduler_values(sched))

@@ -14,8 +14,9 @@ from publishers that do not send descriptors. Without the transport on either en
 /dev/shm space, another OS) both fall back to plain sensor_msgs/Image, with one warning that says why.
 
 Frames that cannot be delivered are counted by cause: on the publisher `slots_busy` (every slot held by
-readers), on the subscriber `refused_<reason>` (malformed, version, forged, stale descriptors); the node
-passes them to its own drop counters through `on_refused`.
+readers), on the subscriber by refusal reason (malformed, version, forged, stale, unreadable,
+cuda_unavailable); the node passes them to its own drop counters (`dropped_zero_copy_<reason>`) through
+`on_refused`, and `core.transport.errors.refusal_severity` says whether and how loud to log each.
 """
 from __future__ import annotations
 
@@ -36,11 +37,11 @@ from isaac_perf.core.transport.errors import TransportUnavailable
 from isaac_perf.core.transport.latency import TransportTimes, summarize
 from isaac_perf.core.transport.negotiation import Endpoint, PlainNeed, descriptor_topic
 from isaac_perf.core.transport.shm_ring import ShmReader, ShmWriter
-from isaac_perf.ros.conversions import fill_image, set_layout
-from isaac_perf.ros.receipt import ReceiptLosses
+from isaac_perf.ros.conversions import fill_image, set_layout, stamp_to_ns
+from isaac_perf.ros.receipt import ReceiptLosses, publisher_gid
 
 __all__ = ['DEFAULT_SLOTS', 'FramePublisher', 'FrameSubscriber', 'ReceivedFrame', 'descriptor_topic',
-           'publisher_totals', 'transport_times']
+           'publisher_totals', 'subscriber_values']
 
 DEFAULT_SLOTS = 8
 NEGOTIATE_PERIOD_S = 1.0
@@ -91,11 +92,6 @@ class ReceivedFrame:
             self.gpu.release()
 
 
-def _gid_bytes(info: Any) -> bytes:
-    gid = info.get('publisher_gid') if isinstance(info, dict) else None
-    return bytes(gid['data']) if isinstance(gid, dict) and 'data' in gid else b''
-
-
 class FramePublisher:
     """Publishes frames on `topic`: by descriptor to transport readers, as plain Images to everyone else."""
 
@@ -124,60 +120,67 @@ class FramePublisher:
 
     def publish(self, pixels: np.ndarray, encoding: str, stamp: Any, frame_id: str) -> None:
         """Send one frame (HxWxC or HxW array, any strides): one copy per path that has a reader."""
-        if self._descriptors is not None and self._descriptors.get_subscription_count() > 0:
+        if self._descriptor_readers():
             self._publish_descriptor(pixels, encoding, stamp, frame_id)
-        if self._descriptors is None or self._plain.get_subscription_count() > 0:
-            msg = fill_image(self._message, pixels, encoding)
-            msg.header.stamp = stamp
-            msg.header.frame_id = frame_id
-            self._plain.publish(msg)
-            self.counters['plain'] += 1
+        if self._plain_readers():
+            self._publish_plain(pixels, encoding, stamp, frame_id)
 
-    def _publish_descriptor(self, pixels: np.ndarray, encoding: str, stamp: Any, frame_id: str) -> None:
-        msg = self._descriptor_msg
-        pixels = set_layout(msg, pixels, encoding)  # refuses a shape or dtype the encoding cannot have
-        writer = self._writer_for(pixels.nbytes)
-        if writer is None:
-            return
-        loan = writer.loan(pixels.nbytes)
-        if loan is None:
+    def _descriptor_readers(self) -> bool:
+        return self._descriptors is not None and self._descriptors.get_subscription_count() > 0
+
+    def _plain_readers(self) -> bool:
+        """Plain Images go out while something subscribes them, or always without the transport."""
+        return self._descriptors is None or self._plain.get_subscription_count() > 0
+
+    def _publish_plain(self, pixels: np.ndarray, encoding: str, stamp: Any, frame_id: str) -> None:
+        msg = fill_image(self._message, pixels, encoding)
+        msg.header.stamp = stamp
+        msg.header.frame_id = frame_id
+        self._plain.publish(msg)
+        self.counters['plain'] += 1
+
+    def _send_descriptor(self, descriptor: Descriptor | None, stamp: Any, frame_id: str) -> None:
+        """Publish `descriptor` (layout fields already set on the message); None = every slot held."""
+        if descriptor is None:
             self.counters['slots_busy'] += 1
             return
-        try:
-            np.copyto(loan.array[:pixels.nbytes].view(pixels.dtype).reshape(pixels.shape), pixels)
-        except BaseException:
-            loan.abandon()
-            raise
-        msg.data = array.array('B', encode(loan.commit()))  # as is: no per-item checks
+        msg = self._descriptor_msg
+        msg.data = array.array('B', encode(descriptor))  # as is: no per-item checks
         msg.header.stamp = stamp
         msg.header.frame_id = frame_id
         self._descriptors.publish(msg)
         self.counters['zero_copy'] += 1
 
+    def _publish_descriptor(self, pixels: np.ndarray, encoding: str, stamp: Any, frame_id: str) -> None:
+        # set_layout refuses a shape or dtype the encoding cannot have
+        pixels = set_layout(self._descriptor_msg, pixels, encoding)
+        writer = self._writer_for(pixels.nbytes)
+        if writer is None:
+            return
+        loan = writer.loan(pixels.nbytes)
+        if loan is not None:
+            try:
+                np.copyto(loan.array[:pixels.nbytes].view(pixels.dtype).reshape(pixels.shape), pixels)
+            except BaseException:
+                loan.abandon()
+                raise
+        self._send_descriptor(loan.commit() if loan is not None else None, stamp, frame_id)
+
     def publish_gpu(self, tensor: Any, encoding: str, stamp: Any, frame_id: str) -> None:
         """Send a frame that lives on the GPU (a contiguous HxWxC or HxW torch CUDA tensor): to transport
         readers by CUDA IPC (one device-to-device copy, ordered by the slot's interprocess event: a reader
         never sees it before the copy is done), to plain subscribers copied to the host once."""
-        if self._descriptors is not None and self._descriptors.get_subscription_count() > 0:
-            msg = self._descriptor_msg
-            layout = np.empty(tuple(tensor.shape), np.dtype(str(tensor.dtype).removeprefix('torch.')))
-            set_layout(msg, layout, encoding)  # refuses a shape or dtype the encoding cannot have
+        if self._descriptor_readers():
+            # The tensor's shape and dtype without host memory (a zero-strided view), for the layout check,
+            # which refuses a shape or dtype the encoding cannot have.
+            dtype = np.dtype(str(tensor.dtype).removeprefix('torch.'))
+            shape_only = np.broadcast_to(np.zeros((), dtype), tuple(tensor.shape))
+            set_layout(self._descriptor_msg, shape_only, encoding)
             writer = self._gpu_writer_for(tensor)
-            descriptor = writer.write_tensor(tensor) if writer is not None else None
-            if writer is not None and descriptor is None:
-                self.counters['slots_busy'] += 1
-            elif descriptor is not None:
-                msg.data = array.array('B', encode(descriptor))
-                msg.header.stamp = stamp
-                msg.header.frame_id = frame_id
-                self._descriptors.publish(msg)
-                self.counters['zero_copy'] += 1
-        if self._descriptors is None or self._plain.get_subscription_count() > 0:
-            msg = fill_image(self._message, tensor.cpu().numpy(), encoding)
-            msg.header.stamp = stamp
-            msg.header.frame_id = frame_id
-            self._plain.publish(msg)
-            self.counters['plain'] += 1
+            if writer is not None:
+                self._send_descriptor(writer.write_tensor(tensor), stamp, frame_id)
+        if self._plain_readers():
+            self._publish_plain(tensor.cpu().numpy(), encoding, stamp, frame_id)
 
     def _gpu_writer_for(self, tensor: Any) -> Any:
         from isaac_perf.core.transport.cuda_ipc import CudaIpcWriter
@@ -224,9 +227,11 @@ class FramePublisher:
         self._writer = self._gpu_writer = None
 
 
-def transport_times(subscribers: list[FrameSubscriber]) -> dict[str, str]:
-    """Diagnostics over a node's subscribers: where the transport time went (core.transport.latency)."""
-    return summarize([sub.times for sub in subscribers])
+def subscriber_values(subscribers: list[FrameSubscriber]) -> dict[str, str]:
+    """Diagnostics over a node's subscribers: the paths frames come by (`input_paths`) and where the
+    transport time went (core.transport.latency)."""
+    return {'input_paths': ','.join(sorted({sub.mode for sub in subscribers})) or 'none',
+            **summarize([sub.times for sub in subscribers])}
 
 
 def publisher_totals(publishers: list[FramePublisher]) -> dict[str, Any]:
@@ -315,14 +320,13 @@ class FrameSubscriber:
             self._plain = None
 
     def _on_plain(self, msg: Image, info: Any) -> None:
-        if self._reader is not None and self._need.from_transport(_gid_bytes(info)):
+        if self._reader is not None and self._need.from_transport(publisher_gid(info) or b''):
             return  # the same frame also came (or comes) by descriptor
         self._callback(msg)
 
     def _on_descriptor(self, msg: Image, info: Any) -> None:
         if isinstance(info, dict):
-            stamp = msg.header.stamp
-            self.times.record(stamp.sec * 1_000_000_000 + stamp.nanosec, info.get('source_timestamp'),
+            self.times.record(stamp_to_ns(msg.header.stamp), info.get('source_timestamp'),
                               info.get('received_timestamp'), time.time_ns())
         gpu = None
         try:

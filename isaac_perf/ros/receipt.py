@@ -21,6 +21,12 @@ from rclpy.node import Node
 from isaac_perf.core.telemetry.stamps import PublisherGaps
 
 
+def publisher_gid(info: Any) -> bytes | None:
+    """The publisher id in a message info dict (None where the middleware gives none: Humble)."""
+    gid = info.get('publisher_gid') if isinstance(info, dict) else None
+    return bytes(gid['data']) if isinstance(gid, dict) and 'data' in gid else None
+
+
 class ReceiptLosses:
     """Losses before receipt over all of a node's subscriptions (thread-safe)."""
 
@@ -38,8 +44,7 @@ class ReceiptLosses:
 
     def observe(self, source: Hashable, info: Any) -> None:
         """Count the gap before this message from its message info (`source` tells subscriptions apart)."""
-        gid = info.get('publisher_gid') if isinstance(info, dict) else None
-        key = (source, bytes(gid['data']) if isinstance(gid, dict) and 'data' in gid else None)
+        key = (source, publisher_gid(info))
         seq = info.get('publication_sequence_number') if isinstance(info, dict) else None
         with self._lock:
             self.gaps.observe(key, seq)

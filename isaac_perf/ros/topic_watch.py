@@ -24,47 +24,27 @@ message-lost event handler: it kept the executor awake, see `_subscribe`).
 from __future__ import annotations
 
 import importlib
-import struct
 import time
 from collections.abc import Callable, Mapping, Sequence
 
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
+from isaac_perf.core.telemetry.cdr import described_frame_bytes, header_stamp_ns
 from isaac_perf.core.telemetry.greenwave import GreenwaveStream
 from isaac_perf.core.telemetry.stats import StreamStats
 from isaac_perf.core.telemetry.watch_qos import WatchQos, choose_watch_qos, needs_resubscribe
 from isaac_perf.core.transport.negotiation import ZERO_COPY_SUFFIX
-from isaac_perf.core.transport.wire import described_frame_bytes
 from isaac_perf.ros.qos import from_qos_profile, to_qos_profile
 
-_STAMP_LE = struct.Struct('<iI').unpack_from
-_STAMP_BE = struct.Struct('>iI').unpack_from
-# Plain CDR (XCDR1) and plain CDR2 (XCDR2, final types): no parameter headers before the first field.
-_PLAIN_BE = (0x00, 0x06)
-_PLAIN_LE = (0x01, 0x07)
 HEADER_TYPE = 'std_msgs/Header'
 IMAGE_TYPE = 'sensor_msgs/msg/Image'
 
 
 def _described_size(data: bytes) -> int:
-    """A zero-copy descriptor's frame size (core.transport.wire), its own size if it describes none."""
+    """A zero-copy descriptor's frame size (core.telemetry.cdr), its own size if it describes none."""
     size = described_frame_bytes(data)
     return len(data) if size is None else size
-
-
-def header_stamp_ns(data: bytes) -> int | None:
-    """The header stamp (ns) of a serialized message whose first field is std_msgs/Header, else None."""
-    if len(data) < 12 or data[0] != 0:
-        return None
-    kind = data[1]
-    if kind in _PLAIN_LE:
-        sec, nanosec = _STAMP_LE(data, 4)
-    elif kind in _PLAIN_BE:
-        sec, nanosec = _STAMP_BE(data, 4)
-    else:
-        return None
-    return sec * 1_000_000_000 + nanosec
 
 
 def import_message_type(type_name: str):

@@ -55,8 +55,7 @@ def slice_outputs(outputs: dict[str, np.ndarray], frames: list[Frame]) -> list[d
 def _shape_only(pixels: Any) -> Any:
     if not isinstance(pixels, np.ndarray):
         return pixels
-    return np.lib.stride_tricks.as_strided(np.zeros(1, pixels.dtype), pixels.shape, (0,) * pixels.ndim,
-                                           writeable=False)
+    return np.broadcast_to(np.zeros((), pixels.dtype), pixels.shape)  # read-only, no memory
 
 
 class MultiStreamPipeline:

@@ -1,6 +1,8 @@
 """The transport's node parameters, one definition for every node that publishes or reads frames."""
 from __future__ import annotations
 
+import os
+
 from isaac_perf.core.params import ParamSpec
 
 ZERO_COPY_READER = ParamSpec(
@@ -17,3 +19,8 @@ ZERO_COPY_WRITER = (
               'without the publisher skipping frames); memory = slots x frame size per camera.',
               min=2, max=256),
 )
+
+
+def publish_threads(setting: int, cameras: int) -> int:
+    """Threads for `publish_threads` = `setting` (0 = one per camera, at most half the cores)."""
+    return setting if setting > 0 else max(1, min(cameras, (os.cpu_count() or 2) // 2))
