@@ -75,7 +75,7 @@ from isaac_perf.ros.frame_transport import FrameSubscriber, ReceivedFrame, subsc
 from isaac_perf.ros.log import LogLimiter
 from isaac_perf.ros.node_main import StartupError, run_node
 from isaac_perf.ros.params import declare_params
-from isaac_perf.ros.qos import qos_from_name, qos_name_error
+from isaac_perf.ros.qos import qos_from_name, qos_name_error, replaceable_publisher
 from isaac_perf.ros.receipt import ReceiptLosses
 
 NODE_NAME = 'inference_node'
@@ -238,9 +238,10 @@ class InferenceNode(Node):
                     self.destroy_publisher(self._stage_publisher)
                 self.output_topics = output_topics(v)
                 out_qos = qos_from_name(v['output_qos'])
-                self._result_publishers = [self.create_publisher(Float32MultiArray, topic, out_qos)
+                self._result_publishers = [replaceable_publisher(self, Float32MultiArray, topic, out_qos)
                                            for topic in self.output_topics]
-                self._stage_publisher = self.create_publisher(Float64MultiArray, '~/stage_times', out_qos)
+                self._stage_publisher = replaceable_publisher(self, Float64MultiArray, '~/stage_times',
+                                                              out_qos)
 
     def _subscribe(self, index: int, topic: str, qos: Any) -> FrameSubscriber:
         """An image subscription (zero-copy where the publisher offers it) that also reports what the

@@ -80,7 +80,7 @@ from isaac_perf.ros.diagnostics import Updater
 from isaac_perf.ros.frame_transport import FrameSubscriber, ReceivedFrame, subscriber_values
 from isaac_perf.ros.node_main import StartupError, run_node
 from isaac_perf.ros.params import declare_params
-from isaac_perf.ros.qos import qos_from_name
+from isaac_perf.ros.qos import qos_from_name, replaceable_publisher
 from isaac_perf.ros.receipt import ReceiptLosses
 
 __all__ = ['PARAMS', 'StreamBatcher', 'cross_check', 'main', 'result_topic']
@@ -247,7 +247,7 @@ class StreamBatcher(Node):
                 if old is None or old.topic_name != out:
                     if old is not None:
                         self.destroy_publisher(old)
-                    self._result_pubs[topic] = self.create_publisher(Float32MultiArray, out, 10)
+                    self._result_pubs[topic] = replaceable_publisher(self, Float32MultiArray, out, 10)
             self._frame_subs = [
                 FrameSubscriber(self, topic, self._make_callback(topic), qos, losses=self.losses,
                                 source=topic, zero_copy=v['zero_copy'], on_refused=self._make_refused(topic))

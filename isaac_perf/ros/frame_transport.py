@@ -38,6 +38,7 @@ from isaac_perf.core.transport.latency import TransportTimes, summarize
 from isaac_perf.core.transport.negotiation import Endpoint, PlainNeed, descriptor_topic
 from isaac_perf.core.transport.shm_ring import ShmReader, ShmWriter
 from isaac_perf.ros.conversions import fill_image, set_layout, stamp_to_ns
+from isaac_perf.ros.qos import replaceable_publisher
 from isaac_perf.ros.receipt import ReceiptLosses, publisher_gid
 
 __all__ = ['DEFAULT_SLOTS', 'FramePublisher', 'FrameSubscriber', 'ReceivedFrame', 'descriptor_topic',
@@ -102,8 +103,10 @@ class FramePublisher:
         self._warn = warn or node.get_logger().warning
         # The descriptor publisher first: a reader that sees the plain one alone takes this for a
         # publisher that does not speak the transport (it waits for confirmation, but why make it wait).
-        self._descriptors = node.create_publisher(Image, descriptor_topic(topic), qos) if zero_copy else None
-        self._plain = node.create_publisher(Image, topic, qos)
+        # replaceable: image_source recreates its publishers on a camera or QoS change (ros.qos)
+        self._descriptors = (replaceable_publisher(node, Image, descriptor_topic(topic), qos) if zero_copy
+                             else None)
+        self._plain = replaceable_publisher(node, Image, topic, qos)
         self.topic = self._plain.topic_name
         self._writer: ShmWriter | None = None
         self._gpu_writer: Any = None  # core.transport.cuda_ipc.CudaIpcWriter, made by the first publish_gpu

@@ -265,3 +265,15 @@ def publisher_event_callbacks(topic: str, on_event: Callable[[QosEvent], None],
     return PublisherEventCallbacks(deadline=make('offered_deadline_missed'),
                                    incompatible_qos=make('offered_incompatible_qos'),
                                    liveliness=make('liveliness_lost'))
+
+
+def replaceable_publisher(node: Any, msg_type: Any, topic: str, qos: Any) -> Any:
+    """A publisher that a parameter change may destroy while the node spins on a multi-threaded executor.
+
+    rclpy gives every publisher a default incompatible-QoS event handler, a waitable of the node; an
+    executor thread that is adding the node's waitables to its wait set while another thread destroys the
+    publisher raises InvalidHandle out of spin (seen with a run-time output_topic change). Without event
+    handlers there is nothing to race on. The incompatible-QoS warning is still logged by the subscriber's
+    side, and perf_monitor / qos_tuner report incompatible pairs.
+    """
+    return node.create_publisher(msg_type, topic, qos, event_callbacks=PublisherEventCallbacks())
