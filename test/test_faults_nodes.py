@@ -17,6 +17,7 @@ from isaac_perf.nodes.inference import InferenceNode  # noqa: E402
 from isaac_perf.nodes.perf_monitor import PerfMonitor  # noqa: E402
 from isaac_perf.nodes.qos_tuner import QosTuner  # noqa: E402
 from isaac_perf.nodes.stream_batcher import StreamBatcher  # noqa: E402
+from isaac_perf.ros import executors  # noqa: E402
 
 
 class Graph:
@@ -41,7 +42,7 @@ class Graph:
         return spin(self.executor, future.done, 20.0) and len(future.result().result.names) > 0
 
     def close(self):
-        self.executor.shutdown()
+        executors.shutdown(self.executor)
         self.probe.destroy_node()
         self.node.destroy_node()
 

@@ -15,6 +15,7 @@ from std_msgs.msg import Float32MultiArray, Float64MultiArray  # noqa: E402
 
 from isaac_perf.core.telemetry import stage_times  # noqa: E402
 from isaac_perf.nodes.inference import InferenceNode  # noqa: E402
+from isaac_perf.ros import executors  # noqa: E402
 from isaac_perf.ros.conversions import numpy_to_image  # noqa: E402
 from isaac_perf.ros.qos import qos_from_name  # noqa: E402
 
@@ -84,7 +85,7 @@ class Harness:
         return None
 
     def close(self):
-        self.executor.shutdown()
+        executors.shutdown(self.executor)
         self.probe.destroy_node()
         self.node.destroy_node()
 

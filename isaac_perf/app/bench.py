@@ -350,7 +350,8 @@ class Harness:
 
     def close(self) -> None:
         self.resources.close()
-        self.executor.shutdown(timeout_sec=2.0)
+        from isaac_perf.ros import executors
+        executors.shutdown(self.executor, timeout_sec=2.0)
         for n in self.graph.nodes:
             n.destroy_node()
         self.node.destroy_node()

@@ -158,6 +158,7 @@ def run_pipeline(params: dict[str, dict[str, Any]], duration_s: float, context: 
 
     from isaac_perf.nodes.image_source import ImageSource
     from isaac_perf.nodes.inference import InferenceNode
+    from isaac_perf.ros import executors
 
     stop = stop or threading.Event()  # set by the caller to end the run early
     spinning = threading.Event()  # cleared to stop the executor thread
@@ -224,7 +225,7 @@ def run_pipeline(params: dict[str, dict[str, Any]], duration_s: float, context: 
         if spin_thread is not None:
             spin_thread.join(timeout=10)
         _drain(executor, 10.0)
-        executor.shutdown(timeout_sec=5)
+        executors.shutdown(executor, timeout_sec=5)
         for node in reversed(nodes):
             node.destroy_node()
         if own_context:

@@ -51,3 +51,17 @@ def factory(name: str = '', default: str = DEFAULT) -> Callable[[], Executor]:
     if chosen == 'events':
         return events_executor()  # type: ignore[return-value]
     return MultiThreadedExecutor if chosen == 'multi' else SingleThreadedExecutor
+
+
+def shutdown(executor: Executor, timeout_sec: float | None = None) -> bool:
+    """`executor.shutdown(timeout_sec)`, and its worker threads stopped too.
+
+    Kilted's MultiThreadedExecutor stops its thread pool in shutdown(); Jazzy's (rclpy 7.1) never does, so
+    every multi-threaded executor left idle workers behind for the life of the process (a profiler then
+    counted them as threads of the pipeline).
+    """
+    done = executor.shutdown(timeout_sec)
+    pool = getattr(executor, '_executor', None)  # rclpy's ThreadPoolExecutor behind MultiThreadedExecutor
+    if pool is not None:
+        pool.shutdown(wait=True)  # a no-op where rclpy already did it
+    return done

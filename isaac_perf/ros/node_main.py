@@ -41,6 +41,7 @@ from isaac_perf.core.params_yaml import (
     unknown_names,
 )
 from isaac_perf.core.shutdown import OrderlyStop
+from isaac_perf.ros import executors
 from isaac_perf.ros.compat import try_shutdown
 
 SPIN_STEP_S = 0.1  # the spin returns to Python this often, so a signal is seen within it
@@ -184,7 +185,7 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None,
                 for error in drain_executor(executor, DRAIN_S):
                     print(f'[{label}] a callback failed while stopping: {type(error).__name__}: {error}',
                           file=sys.stderr, flush=True)
-                executor.shutdown()
+                executors.shutdown(executor)
             if node is not None:
                 node.destroy_node()
             try:
