@@ -294,7 +294,7 @@ def measure(group: Group, spec: dict[str, Any], args: argparse.Namespace, t0_ns:
         spy = None
         if args.py_spy and worker_name:
             spy = subprocess.Popen(
-                [py_spy_command(), 'record', '-d', str(args.py_spy), '-r', '100',
+                [py_spy_command(), 'record', '-d', str(max(1, round(args.py_spy))), '-r', '100',
                  '-f', 'speedscope', '-o', str(group.logs / f'{worker_name}.speedscope.json'),
                  '-p', str(pids[worker_name]), '--threads', '--idle'],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

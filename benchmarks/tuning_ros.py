@@ -49,6 +49,8 @@ sys.path.insert(0, str(ROOT))
 
 BAD_START = {'max_batch_size': 1, 'max_queue_delay_ms': 0.0, 'num_streams': 1, 'queue_depth': 100,
              'input_reliability': 'reliable'}
+SERIES_KEYS = ('frames_received', 'results_published', 'total_dropped_frames', 'frames_pending',
+               'frames_lost_before_receipt')
 ROOMY = {'max_batch_size': 16, 'max_queue_delay_ms': 0.0, 'num_streams': 2, 'queue_depth': 4,
          'input_reliability': 'reliable'}
 
@@ -97,6 +99,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument('--dds', default='profile', help='launch_pipeline DDS configuration (default profile)')
     p.add_argument('--transport', choices=('zero_copy', 'dds'), default='zero_copy',
                    help='camera frames by the zero-copy transport (default) or as plain Images over DDS')
+    p.add_argument('--py-spy', type=float, default=0.0, metavar='S',
+                   help='profile stream_batcher with py-spy during the tuner phase: S s of who holds the '
+                        'GIL, then S s of every busy thread (collapsed stacks in the logs folder)')
     p.add_argument('--ready-timeout', type=float, default=240.0)
     p.add_argument('--out', default=str(ROOT / 'results' / 'tuning_ros.json'))
     p.add_argument('--plot', default=str(ROOT / 'results' / 'tuning_ros.png'))
@@ -121,6 +126,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(',') if x.strip()]
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
 
 
 def _floats(text: str) -> list[float]:
@@ -152,6 +164,7 @@ class Observer:
         self.decisions: list[tuple[int, dict[str, Any]]] = []
         self.published: list[tuple[int, float]] = []  # arrival ns, image_source frames_published
         self.batcher_diag: dict[str, str] = {}
+        self.batcher_series: list[tuple[int, dict[str, float]]] = []  # arrival ns, the batcher's counters
         self.tuner_diag: dict[str, str] = {}
         self._batch_index: int | None = None
         reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
@@ -211,6 +224,10 @@ class Observer:
             values = {kv.key: kv.value for kv in status.values}
             if status.hardware_id == '/stream_batcher':
                 self.batcher_diag = values
+                counters = {k: _number(v) for k, v in values.items()
+                            if k in SERIES_KEYS or k.startswith('dropped_')}
+                with self._lock:
+                    self.batcher_series.append((arrival, counters))
             elif status.hardware_id == '/qos_tuner' or 'tuner_status' in values:
                 self.tuner_diag = values
             if 'frames_published' in values:
@@ -259,6 +276,12 @@ class Observer:
                                        'p99': round(LP.percentiles(list(c))['p99'], 2)}
                                 for name, c in zip(self.stage_names, cols, strict=True)}
         return out
+
+    def counters_at(self, t_ns: int) -> dict[str, float] | None:
+        """The batcher's last diagnostics counters published before `t_ns`."""
+        with self._lock:
+            before = [c for a, c in self.batcher_series if a <= t_ns]
+        return before[-1] if before else None
 
     def offered_fps(self, start_ns: int, end_ns: int) -> float:
         with self._lock:
@@ -394,10 +417,12 @@ def trajectory(obs: Observer, t0_ns: int, t1_ns: int, budget: float) -> list[dic
         a, b = t0_ns + i * 1_000_000_000, t0_ns + (i + 1) * 1_000_000_000
         w = obs.window(a, b)
         k = knobs_at(events, b, start)
+        counters = obs.counters_at(b)
         cams = k.pop('camera_topics', None)
         off = obs.offered_fps(a, b)
         bins.append({'t_s': i + 1.0, 'fps': w['fps'], 'p99_ms': w['p99_ms'], 'p50_ms': w['p50_ms'],
-                     'mean_batch': w['mean_batch'], 'knobs': k,
+                     'mean_batch': w['mean_batch'], 'knobs': k, 'stages_ms': w.get('stages_ms'),
+                     'batcher': counters,
                      'cameras': len(cams) if isinstance(cams, list) else None,
                      'offered_fps': off if math.isfinite(off) else None,
                      'within_budget': w['p99_ms'] is not None and w['p99_ms'] <= budget and w['frames'] > 0})
@@ -428,6 +453,23 @@ def best_window(obs: Observer, start_ns: int, end_ns: int, length_s: float, budg
     return best
 
 
+def profile_batcher(group: Any, logs: Path, seconds: float, tag: str) -> None:
+    """py-spy on stream_batcher (2 s after the tuner starts): `seconds` with --gil (who holds it), then
+    `seconds` of every busy thread; collapsed stacks, one line per stack with its sample count."""
+    spy = LP.py_spy_command()
+    if spy is None:
+        print('--py-spy: py-spy not found beside this Python or on PATH', flush=True)
+        return
+    time.sleep(2.0)
+    pid = group.procs['stream_batcher'].pid
+    with open(logs / 'py-spy.log', 'a') as log:
+        for kind, extra in (('gil', ['--gil']), ('busy', [])):
+            subprocess.run([spy, 'record', '-d', str(max(1, round(seconds))), '-r', '200', '-f', 'raw',
+                            '--threads', *extra, '-o', str(logs / f'stream_batcher_{tag}_{kind}.txt'),
+                            '-p', str(pid)],
+                           stdout=log, stderr=subprocess.STDOUT, check=False)
+
+
 # ---------------------------------------------------------------------------------------------- main
 
 def tuner_phase(obs: Observer, group: Any, args: argparse.Namespace, logs: Path, budget: float,
@@ -450,6 +492,9 @@ def tuner_phase(obs: Observer, group: Any, args: argparse.Namespace, logs: Path,
     t0 = phase['t0_ns'] = time.time_ns()
     tuner = group.start('qos_tuner', command)
     print(f'qos_tuner (budget {budget:g} ms) started; recording {args.tune_seconds:g} s', flush=True)
+    if args.py_spy:
+        threading.Thread(target=profile_batcher, args=(group, logs, args.py_spy, f'{budget:g}ms'),
+                         daemon=True).start()
     try:
         time.sleep(args.tune_seconds)
         for cams in (args.low_cameras, args.cameras, args.low_cameras) if load else ():
@@ -532,6 +577,9 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
         processes = group.stop()
         obs.close()
     doc['processes'] = processes
+    with obs._lock:
+        t_first = obs.batcher_series[0][0] if obs.batcher_series else 0
+        doc['batcher_series'] = [{'t_ns': a, **c} for a, c in obs.batcher_series if a >= t_first]
     doc['phases'] = [analyse({'load_changes': [], 'decisions': [], 'tuner_diagnostics': {}, 'bad_start': {},
                               **phase}, doc.get('sweep'), obs, args) for phase in phases]
     if doc['phases']:
