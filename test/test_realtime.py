@@ -109,7 +109,7 @@ def test_loop_converges_from_the_bad_start_without_oscillating():
     first_ok = next(d for d in decisions if d.action == 'accept' and d.p99_ms <= 33.0)
     assert first_ok.time_s == 3.25  # depth, reliability, then batch 2 meets the budget
     converged_at = next(d.time_s for d in decisions if d.action == 'converged')
-    assert converged_at == 15.0
+    assert converged_at == 16.25  # 15.0 + one confirming window (0.25 s) before each of the 5 reverts
     # never oscillates: every applied move is distinct, and nothing moves after convergence
     edges, _ = applied_edges(decisions)
     assert len(edges) == len(set(edges)) == 20
@@ -242,3 +242,55 @@ def test_a_free_cut_that_loses_frames_is_reverted():
     revert = ctl.trajectory[2]
     assert revert.reason.endswith('but throughput fell more than 10%: not better')
     assert cfg['input_reliability'] == 'reliable' and 'impossible' in actions
+
+
+def test_a_spike_right_after_a_change_does_not_revert_it_but_two_worse_windows_do():
+    req = Requirements(max_latency_ms=33.0)
+    knobs = [Knob('max_batch_size', (1, 2, 4, 8), KnobKind.TRADE)]
+
+    def judged(p99_after):
+        """Over budget at batch 1, the controller moves to batch 2; the windows after it read `p99_after`."""
+        ctl = RealtimeController(req, knobs, cooldown_s=0.0, settle_s=0.0, confirm_windows=2)
+        start = {'max_batch_size': 1}
+        ctl.step(0.0, PipelineState(config=start, fps=200.0, latency_p99_ms=40.0))
+        ctl.step(1.0, PipelineState(config=start, fps=200.0, latency_p99_ms=40.0))
+        change = ctl.step(2.0, PipelineState(config=start, fps=200.0, latency_p99_ms=40.0)).change
+        assert change is not None and change.new == {'max_batch_size': 2}
+        ctl.applied(2.0, change)
+        there = {'max_batch_size': 2}
+        return [ctl.step(3.0 + i, PipelineState(config=there, fps=200.0, latency_p99_ms=p))
+                for i, p in enumerate(p99_after)]
+
+    # one 45 ms window (a spike), then 30 ms: pooled 37.5 ms cuts the 40 ms overshoot -> kept
+    spike = judged([45.0, 30.0])
+    assert [d.action for d in spike] == ['confirming', 'accept']
+    assert '(2 windows)' in spike[1].reason
+    # two windows worse than the start: reverted, on their pooled p99
+    worse = judged([45.0, 44.0])
+    assert [d.action for d in worse] == ['confirming', 'revert']
+    assert 'p99 40.0 -> 44.5 ms' in worse[1].reason
+    # a clear improvement is kept on its first window
+    assert judged([20.0])[0].action == 'accept'
+
+
+def test_a_plan_is_kept_unless_it_measures_worse_than_the_start():
+    req = Requirements(max_latency_ms=33.0)
+    start = dict(BAD_START)
+    planned = {**start, 'max_batch_size': 8, 'queue_depth': 2}
+
+    def after_plan(p99_start, p99_after):
+        ctl = RealtimeController(req, batcher_knobs(), cooldown_s=0.0, settle_s=0.0, confirm_windows=2)
+        ctl.step(0.0, PipelineState(config=start, fps=240.0, latency_p99_ms=p99_start))
+        assert ctl.plan(planned, 'predicted')
+        d = ctl.step(1.0, PipelineState(config=start, fps=240.0, latency_p99_ms=p99_start))
+        assert d.action == 'plan'
+        ctl.applied(1.0, d.change)
+        return [ctl.step(2.0 + i, PipelineState(config=planned, fps=240.0, latency_p99_ms=p))
+                for i, p in enumerate(p99_after)]
+
+    # over budget before and after, by about as much (36.9 -> 36.5 ms): no better, but no worse -> kept
+    assert [d.action for d in after_plan(36.9, [36.5])] == ['accept']
+    # 36.9 -> 39.1 then 35.0 ms (pooled 37.05 ms): one bad window does not send it back to the 100-deep queue
+    assert [d.action for d in after_plan(36.9, [39.1, 35.0])] == ['confirming', 'accept']
+    # clearly worse twice: back to the start
+    assert [d.action for d in after_plan(36.9, [60.0, 58.0])] == ['confirming', 'revert']

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from isaac_perf.core.tuning.advisor import FREE_CUT_FPS_LOSS, Advice, Change, _num, advise, gaps, overshoot
@@ -65,6 +65,7 @@ class _Probe:
     change: Change
     base: PipelineState
     purpose: str  # fix | explore | latency | revert | plan
+    windows: list[PipelineState] = field(default_factory=list)  # measured since the change, for the verdict
 
 
 def _key(config: Mapping[str, Value], names: Iterable[str]) -> tuple[Value, ...]:
@@ -384,28 +385,23 @@ class RealtimeController:
         probe = self._probe
         assert probe is not None
         base = probe.base
-        r = self.requirements
         if probe.purpose == 'revert':
             self._probe = None
             return self._decide('hold', 'reverted; back at the measured setting', now_s, state)
-        if probe.purpose in ('fix', 'plan'):
-            before, after = overshoot(r, base), overshoot(r, state)
-            ok = after < before * (1.0 - self.min_gain) or after == 0
-            if probe.purpose == 'plan' and after == 0 == before:
-                # both within budget: the plan must not cost throughput
-                ok = not state.fps < base.fps * (1.0 - self.min_gain)
-            verdict = f'overshoot {before:.3f} -> {after:.3f}'
-            if ok and self._free(probe.change) and state.fps < base.fps * (1.0 - FREE_CUT_FPS_LOSS):
-                # queue depth and reliability should cost no throughput; a large loss means frames are
-                # being lost (e.g. best effort with frames over Fast DDS's 512 KiB shared-memory segment)
-                ok = False
-                verdict += f', but throughput fell more than {FREE_CUT_FPS_LOSS:.0%}'
-        else:
-            ok = self._improves(state, base, probe.change)
-            verdict = ''
+        probe.windows.append(state)
+        pooled = _pooled(probe.windows)
+        ok, verdict = self._verdict(probe, pooled)
+        if not ok and len(probe.windows) < self.confirm_windows:
+            # one window's p99 is a handful of frames: a change is reverted only when `confirm_windows`
+            # windows together say so (a spike right after a good change reverted the plan on the dev box)
+            return self._decide('confirming', f'{probe.change.describe()}: p99 {state.latency_p99_ms:.1f} ms '
+                                f'after the change looks no better ({len(probe.windows)} of '
+                                f'{self.confirm_windows} windows)', now_s, state)
+        state = pooled
         summary = (f'{probe.change.describe()}: p99 {base.latency_p99_ms:.1f} -> '
                    f'{state.latency_p99_ms:.1f} ms, {base.fps:.1f} -> {state.fps:.1f} FPS'
-                   + (f', {verdict}' if verdict else ''))
+                   + (f', {verdict}' if verdict else '')
+                   + (f' ({len(probe.windows)} windows)' if len(probe.windows) > 1 else ''))
         if ok:
             self._probe = None
             if not (probe.purpose == 'plan' and self.status == 'impossible'):
@@ -417,6 +413,29 @@ class RealtimeController:
         revert = probe.change.reversed(f'reverting {summary}: not better')
         self._pending = _Probe(change=revert, base=base, purpose='revert')
         return self._decide('revert', revert.reason, now_s, state, revert)
+
+    def _verdict(self, probe: _Probe, state: PipelineState) -> tuple[bool, str]:
+        """Is the setting after `probe` worth keeping, judged on `state` (its windows pooled)?"""
+        base = probe.base
+        r = self.requirements
+        if probe.purpose in ('fix', 'plan'):
+            before, after = overshoot(r, base), overshoot(r, state)
+            ok = after < before * (1.0 - self.min_gain) or after == 0
+            if probe.purpose == 'plan':
+                # the model predicted it: kept unless it measures worse than where it came from (which may be
+                # arbitrary, e.g. a 100-frame queue), by p99 (the overshoot magnifies noise near the budget),
+                # and in any case it must not cost throughput
+                kept_fps = not state.fps < base.fps * (1.0 - self.min_gain)
+                ok = kept_fps and (after == 0 or
+                                   state.latency_p99_ms <= base.latency_p99_ms * (1.0 + self.min_gain))
+            verdict = f'overshoot {before:.3f} -> {after:.3f}'
+            if ok and self._free(probe.change) and state.fps < base.fps * (1.0 - FREE_CUT_FPS_LOSS):
+                # queue depth and reliability should cost no throughput; a large loss means frames are
+                # being lost (e.g. best effort with frames over Fast DDS's 512 KiB shared-memory segment)
+                ok = False
+                verdict += f', but throughput fell more than {FREE_CUT_FPS_LOSS:.0%}'
+            return ok, verdict
+        return self._improves(state, base, probe.change), ''
 
     def applied(self, now_s: float, change: Change) -> None:
         """The pipeline now runs with `change` applied."""
@@ -479,6 +498,17 @@ class BestWindow:
     def as_dict(self) -> dict[str, Any]:
         return {'config': dict(self.config), 'fps': _num(self.fps), 'p99_ms': _num(self.p99_ms),
                 'time_s': round(self.time_s, 3)}
+
+
+def _pooled(windows: Sequence[PipelineState]) -> PipelineState:
+    """Windows of one setting as one: their mean FPS and mean p99 (the last window's other fields)."""
+    if len(windows) == 1:
+        return windows[0]
+    last = windows[-1]
+    fps = [w.fps for w in windows if math.isfinite(w.fps)]
+    p99 = [w.latency_p99_ms for w in windows if math.isfinite(w.latency_p99_ms)]
+    return replace(last, fps=sum(fps) / len(fps) if fps else NAN,
+                   latency_p99_ms=sum(p99) / len(p99) if p99 else NAN)
 
 
 def _unknown(key: tuple[Value, ...]) -> PipelineState:

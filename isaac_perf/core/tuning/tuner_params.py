@@ -58,7 +58,8 @@ PARAMS: list[ParamSpec] = [
               min=0.0, max=0.9),
     ParamSpec('min_gain', 0.03, 'A change is kept only when it improves the objective (or the overshoot) by '
               'this fraction.', min=0.0, max=1.0),
-    ParamSpec('confirm_windows', 2, 'Windows in a row over budget before reacting (filters one-off spikes).',
+    ParamSpec('confirm_windows', 2, 'Windows in a row over budget before reacting, and windows after a '
+              'change that must together say it did not help before it is reverted (filters one-off spikes).',
               min=1, max=100),
     ParamSpec('max_changes_per_min', 20, 'Most changes applied in any 60 s (reverts of a failed probe count '
               'and are exempt); 0 = no bound. With the tried/bad sets this keeps the loop from oscillating.',
