@@ -2,6 +2,11 @@
 # Run on the GPU machine (through the device tool), from the repository root, with `.whl` carried:
 #   bash scripts/device-check.sh [quick|full] [STEP ...]
 # Installs the ROS 2 wheels beside the machine's torch, then runs the GPU tests and the benchmarks.
+# Steps run only when named (each takes minutes): tuning_ros (issue 16: qos_tuner, stream_batcher and
+# image_source as processes, about 5-6 min on the H200) and launch_pipeline (the pipeline rows, dds and
+# zero_copy side by side). tuning_ros profiles stream_batcher with py-spy when `py-spy` is installed: put its
+# wheel in .whl too (python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12
+# --platform manylinux_2_17_x86_64 -d .whl py-spy).
 # Everything lands in $OUT (or ./results when OUT is unset): logs, JSON, PNG, and one tarball.
 set -uo pipefail
 mode=${1:-full}; shift || true
@@ -38,6 +43,11 @@ for s in $steps; do
              --plot "$out/r/tuning_trajectory.png" ;;
     exercise1) step exercise1 python3 benchmarks/exercise1.py "${quick[@]}" --out "$out/r/exercise1.json" --report-dir "$out/r/exercise1" ;;
     profiler) step profiler python3 benchmarks/profiler_overhead.py --out "$out/r/profiler_overhead.json" ;;
+    tuning_ros) spy=(); command -v py-spy >/dev/null && spy=(--py-spy 3)
+       step tuning_ros python3 benchmarks/tuning_ros.py "${quick[@]}" "${spy[@]}" --out "$out/r/tuning_ros.json" \
+             --plot "$out/r/tuning_ros.png" --logs "$out/r/tuning_ros_logs" ;;
+    launch_pipeline) step launch_pipeline python3 benchmarks/launch_pipeline.py "${quick[@]}" --sections pipeline \
+             --dds profile --transport dds,zero_copy --out "$out/r/launch_pipeline.json" ;;
     *) echo "unknown step $s" | tee -a "$summary" ;;
   esac
 done
