@@ -7,6 +7,7 @@ next metrics message exactly as it would with a real batcher.
 """
 import itertools
 import json
+import time
 
 import pytest
 import yaml
@@ -17,7 +18,7 @@ from rcl_interfaces.msg import SetParametersResult  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from std_msgs.msg import Float32MultiArray, MultiArrayDimension, String  # noqa: E402
+from std_msgs.msg import Float32MultiArray, Float64MultiArray, MultiArrayDimension, String  # noqa: E402
 
 from isaac_perf.core.telemetry import metrics  # noqa: E402
 from isaac_perf.core.tuning.plant import BatchedPipelineModel  # noqa: E402
@@ -277,3 +278,24 @@ def test_main_refuses_bad_start_up_parameters_with_exit_code_2():
          '-p', 'headroom:=0.1'], env=dict(os.environ), capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result.stderr[-2000:]
     assert 'margin=0.5 must not exceed headroom=0.1' in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_stage_windows_wait_for_the_first_results(ros_context, spin, tmp_path):
+    """A target that has delivered nothing yet (engine still loading) is not tuned: no window, no change,
+    where 'nothing for 3 x max_window_s after a change' would otherwise read as a 1e6 ms window."""
+    h = Harness(ros_context, tmp_path, window_source='stage_times', min_settle_s=0.05, min_window_s=0.05,
+                max_window_s=0.1)
+    stage_pub = h.probe.create_publisher(Float64MultiArray, f'{h.tuner.p["target_node"]}/stage_times', 50)
+    try:
+        assert spin(h.executor, lambda: h.tuner._config is not None, 10.0)
+        spin(h.executor, lambda: False, 1.0)  # 10 x max_window_s of silence
+        assert h.tuner._log.said('wait-results')
+        assert h.tuner.counts['decisions'] == 0 and h.target.config() == START
+
+        def report():  # one frame's stage report: stamp (s, ns) = now, 10 ms ago
+            now = time.time_ns() - 10_000_000
+            stage_pub.publish(Float64MultiArray(data=[float(now // 10**9), float(now % 10**9), 1.0]))
+        h.probe.create_timer(0.005, report)
+        assert spin(h.executor, lambda: h.tuner.counts['decisions'] > 0, 10.0)  # results: it tunes
+    finally:
+        h.close()

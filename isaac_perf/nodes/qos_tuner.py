@@ -186,11 +186,14 @@ class QosTuner(Node):
             self._stage_sub = None
         if self.p['window_source'] != 'stage_times':
             return
-        topic = self.p['stage_topic'] or f'{self.p["target_node"]}/stage_times'
+        topic = self._stage_topic()
         self._batch_index = None
         self._stage_sub = self.create_subscription(
             Float64MultiArray, topic, self._on_stage,
             QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE), callback_group=self._group)
+
+    def _stage_topic(self) -> str:
+        return self.p['stage_topic'] or f'{self.p["target_node"]}/stage_times'
 
     def _tuner_time(self) -> float:
         """The controller's time: wall clock with stage_times windows (frame stamps are wall clock)."""
@@ -394,6 +397,13 @@ class QosTuner(Node):
         """The next complete stage_times window (settle_frames after the last change, then window_frames
         frames, both in seconds at the last window's rate), or None while it is not complete."""
         if self._config is None:
+            return None
+        if not len(self._windows):
+            # nothing delivered yet (the target is still loading its engine: 13 s on the H200, 45 s for
+            # ResNet-50 on a CPU): silence now says nothing about a setting, so no window, no change
+            self._say_once('wait-results', f'waiting for the first results on {self._stage_topic()} '
+                           f'({self.p["target_node"]} still loading its engine?); not tuning before then',
+                           'info')
             return None
         now_ns = time.time_ns() if now_ns is None else now_ns
         policy, fps = self._window_policy, self._window_fps
