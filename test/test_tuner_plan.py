@@ -7,7 +7,7 @@ import math
 import pytest
 
 from isaac_perf.core.tuning.controller import RealtimeController
-from isaac_perf.core.tuning.knobs import PipelineState, Requirements, batcher_knobs
+from isaac_perf.core.tuning.knobs import Knob, KnobKind, PipelineState, Requirements, batcher_knobs
 from isaac_perf.core.tuning.planner import LatencyCurve, StageWindow, WindowPolicy, plan_start
 from isaac_perf.core.tuning.plant import BatchedPipelineModel
 
@@ -230,3 +230,20 @@ def test_reliability_probes_are_not_repeated_after_a_load_change():
     ctl._tried.update({(key(here), key(flip)), (key(here), key(batch))})
     ctl.load_changed(1.0, 'cameras 8 -> 4')
     assert ctl._tried == {(key(here), key(flip))}
+
+
+def test_a_reverted_setting_is_never_the_best_window():
+    knobs = [Knob('max_batch_size', (4, 8), KnobKind.TRADE), Knob('num_streams', (1, 2), KnobKind.TRADE)]
+    ctl = RealtimeController(Requirements(max_latency_ms=33.0), knobs, cooldown_s=0.0, settle_s=0.0,
+                             headroom=0.15, confirm_windows=2)
+    held = {'max_batch_size': 4, 'num_streams': 1}
+    ctl.step(0.0, PipelineState(config=held, fps=120.0, latency_p99_ms=26.0))
+    d = ctl.step(1.0, PipelineState(config=held, fps=120.0, latency_p99_ms=26.0))
+    assert d.action == 'change'  # explores: 26 ms is under (1 - 0.15) x 33
+    ctl.applied(1.0, d.change)
+    probed = {**held, **d.change.new}
+    # one lucky window (p99 20 ms) and one poor one: pooled no more FPS, so it is reverted...
+    assert ctl.step(2.0, PipelineState(config=probed, fps=120.0, latency_p99_ms=20.0)).action == 'confirming'
+    assert ctl.step(3.0, PipelineState(config=probed, fps=120.0, latency_p99_ms=30.0)).action == 'revert'
+    # ...and the best window (what the node writes back as tuned) is still the held setting's
+    assert ctl.best.config == held and ctl.best.p99_ms == 26.0

@@ -279,7 +279,10 @@ class RealtimeController:
                                 state)
         here = _key(self.config, names)
         self._memo[here] = state
-        self._track_best(now_s, state)
+        if self._probe is None:
+            # a setting under trial counts only once kept, on its pooled windows (in _judge): one lucky
+            # window of a change that is then reverted was written back as "tuned" on the dev box
+            self._track_best(now_s, state)
         if state.latency_p99_ms < self._lowest_p99 * 0.9:
             self._fixes = 0  # still making progress
         self._lowest_p99 = min(self._lowest_p99, state.latency_p99_ms)
@@ -404,6 +407,7 @@ class RealtimeController:
                    + (f' ({len(probe.windows)} windows)' if len(probe.windows) > 1 else ''))
         if ok:
             self._probe = None
+            self._track_best(now_s, state)
             if not (probe.purpose == 'plan' and self.status == 'impossible'):
                 self.status = 'searching'  # going to the lowest p99 after giving up keeps the verdict
             self._over = 0
