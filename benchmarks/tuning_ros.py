@@ -225,7 +225,7 @@ class Observer:
             if status.hardware_id == '/stream_batcher':
                 self.batcher_diag = values
                 counters = {k: _number(v) for k, v in values.items()
-                            if k in SERIES_KEYS or k.startswith('dropped_')}
+                            if k in SERIES_KEYS or k.startswith(('dropped_', 'transport_'))}
                 with self._lock:
                     self.batcher_series.append((arrival, counters))
             elif status.hardware_id == '/qos_tuner' or 'tuner_status' in values:
