@@ -47,7 +47,7 @@ from isaac_perf.ros.diagnostics import Updater
 from isaac_perf.ros.node_main import StartupError, run_node
 from isaac_perf.ros.params import declare_params
 from isaac_perf.ros.stage_reports import stage_report_from_msg
-from isaac_perf.ros.topic_watch import WATCH_MODES, TopicWatch, watch_qos
+from isaac_perf.ros.topic_watch import WATCH_MODES, TopicWatch, polled_subscription, take_queued, watch_qos
 
 NAN = float('nan')
 STAGE_TYPE = 'std_msgs/msg/Float64MultiArray'
@@ -142,6 +142,8 @@ PARAMS: list[ParamSpec] = [
 ]
 
 WATCH_PARAMS = {'watched_topics', 'expected_rates_hz', 'watch_mode', 'watch_depth', 'ring_capacity'}
+# Stage reports queued per topic between two drains: 1000 = 20k reports/s at the default 50 ms poll period.
+POLLED_STAGE_DEPTH = 1000
 TIMER_PARAMS = {'sample_period_s', 'publish_period_s', 'discovery_period_s', 'poll_period_s', 'gpm_period_s'}
 
 
@@ -207,6 +209,7 @@ class PerfMonitor(Node):
         self.watches: dict[str, TopicWatch] = {}
         self.stages: dict[str, StageStats] = {}
         self._stage_subs: dict[str, Any] = {}
+        self._polled_stages: set[str] = set()  # stage topics subscribed on the watch node, read by _drain
         self._logged_malformed: set[str] = set()
         self.last_metrics: tuple[list[str], list[float]] | None = None
         self._build_watches()
@@ -304,6 +307,7 @@ class PerfMonitor(Node):
     def _drain(self) -> None:
         for watch in list(self.watches.values()):
             watch.drain()
+        self._drain_stages()
 
     def _discover(self) -> None:
         """Subscribe to watched topics whose type is now known, and to new */stage_times topics."""
@@ -322,13 +326,26 @@ class PerfMonitor(Node):
 
     def _subscribe_stages(self, topic: str) -> None:
         self.stages.setdefault(topic, StageStats(window_s=self.p['window_s']))
-        self._stage_subs[topic] = self.create_subscription(
-            Float64MultiArray, topic, functools.partial(self._on_stage, topic),
-            watch_qos(self, topic, 50), callback_group=self._intake_group)
+        if self.p['watch_mode'] == 'poll':
+            # Taken by _drain with the watched topics, timed by the middleware's reception stamp: one
+            # MultiThreadedExecutor dispatch per report was most of this node's CPU (stream_batcher's
+            # 240 reports/s: 38 % of a core on the 2-core box, BENCHMARKS.md issue 16)
+            self._stage_subs[topic] = polled_subscription(self._watch_node, Float64MultiArray, topic,
+                                                          watch_qos(self, topic, POLLED_STAGE_DEPTH))
+            self._polled_stages.add(topic)
+        else:
+            self._stage_subs[topic] = self.create_subscription(
+                Float64MultiArray, topic, functools.partial(self._on_stage, topic),
+                watch_qos(self, topic, 50), callback_group=self._intake_group)
         self.get_logger().info(f'aggregating stage times from {topic}')
 
-    def _on_stage(self, topic: str, msg: Float64MultiArray) -> None:
-        now = time.time_ns()
+    def _drain_stages(self) -> None:
+        for topic in list(self._polled_stages):
+            for msg, info in take_queued(self._stage_subs[topic], raw=False):
+                self._on_stage(topic, msg, info.get('received_timestamp') or time.time_ns())
+
+    def _on_stage(self, topic: str, msg: Float64MultiArray, now: int | None = None) -> None:
+        now = time.time_ns() if now is None else now
         stats = self.stages[topic]
         try:
             report = stage_report_from_msg(msg)

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import importlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
@@ -230,6 +231,25 @@ class TopicWatch:
         if key not in self._reported:
             self._reported.add(key)
             self.log(message)
+
+
+def take_queued(subscription: Any, raw: bool, limit: int = 100_000
+                ) -> Iterator[tuple[Any, Mapping[str, Any]]]:
+    """Every message queued on a polled subscription (at most `limit`), with its message info ({} where
+    the middleware gives none), oldest first."""
+    handle, msg_type = subscription.handle, subscription.msg_type
+    with handle:
+        for _ in range(limit):
+            got = handle.take_message(msg_type, raw)
+            if got is None:
+                return
+            yield got if type(got) is tuple else (got, {})
+
+
+def polled_subscription(sub_node: Node, msg_class: Any, topic: str, qos: QoSProfile, raw: bool = False
+                        ) -> Any:
+    """A subscription on `sub_node` (a node no executor spins) that only `take_queued` reads."""
+    return sub_node.create_subscription(msg_class, topic, _never_called, qos, raw=raw)
 
 
 def _never_called(_msg) -> None:
