@@ -46,11 +46,19 @@ def ros_context():
 
 def spin_until(executor, predicate, timeout_s: float, step_s: float = 0.05) -> bool:
     """Spin `executor` until `predicate()` is true or `timeout_s` passes; return the predicate's value."""
+    from rclpy._rclpy_pybind11 import InvalidHandle
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
             return True
-        executor.spin_once(timeout_sec=step_s)
+        try:
+            executor.spin_once(timeout_sec=step_s)
+        except InvalidHandle:
+            # rclpy's multi-threaded executors race with an entity that a callback on another thread
+            # destroys (a subscription recreated by a parameter change): the wait set being built names
+            # it. The nodes spin single-threaded under launch, and `isaac-perf run` logs this and spins
+            # on; so does this helper, and the test's own assertions still judge the outcome.
+            continue
     return bool(predicate())
 
 

@@ -308,3 +308,18 @@ def test_gpu_torch_backend_matches_cpu(harness, spin, tmp_path):
     ids, scores = expected_classes(model, image, 3)
     assert rows[:, 0].tolist() == ids.tolist()
     np.testing.assert_allclose(rows[:, 1], scores, rtol=1e-3, atol=1e-4)
+
+
+def test_replaceable_publishers_carry_no_event_handlers(ros_context):
+    """A publisher a parameter change may destroy under a multi-threaded executor has no waitables to race on
+    (rclpy gives a plain one default incompatible-QoS handlers)."""
+    from std_msgs.msg import String
+
+    from isaac_perf.ros.qos import replaceable_publisher
+    node = rclpy.create_node('replaceable_publisher_probe', context=ros_context)
+    try:
+        plain = node.create_publisher(String, '/replaceable_plain', 10)
+        assert plain.event_handlers  # what the race was on
+        assert replaceable_publisher(node, String, '/replaceable', 10).event_handlers == []
+    finally:
+        node.destroy_node()

@@ -276,4 +276,8 @@ def replaceable_publisher(node: Any, msg_type: Any, topic: str, qos: Any) -> Any
     handlers there is nothing to race on. The incompatible-QoS warning is still logged by the subscriber's
     side, and perf_monitor / qos_tuner report incompatible pairs.
     """
-    return node.create_publisher(msg_type, topic, qos, event_callbacks=PublisherEventCallbacks())
+    # use_default_callbacks=False: an empty PublisherEventCallbacks() still gets rclpy's default
+    # incompatible-QoS (and, from Jazzy, incompatible-type) handlers, so the race stayed (seen again
+    # 2026-12-08 in test_out_of_range_parameters_are_refused_through_the_service)
+    return node.create_publisher(msg_type, topic, qos,
+                                 event_callbacks=PublisherEventCallbacks(use_default_callbacks=False))

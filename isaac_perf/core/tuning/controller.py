@@ -401,6 +401,7 @@ class RealtimeController:
                                 f'after the change looks no better ({len(probe.windows)} of '
                                 f'{self.confirm_windows} windows)', now_s, state)
         state = pooled
+        self._memo[_key(self.config or {}, self.names)] = pooled  # what later moves compare against
         summary = (f'{probe.change.describe()}: p99 {base.latency_p99_ms:.1f} -> '
                    f'{state.latency_p99_ms:.1f} ms, {base.fps:.1f} -> {state.fps:.1f} FPS'
                    + (f', {verdict}' if verdict else '')
