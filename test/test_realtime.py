@@ -294,3 +294,21 @@ def test_a_plan_is_kept_unless_it_measures_worse_than_the_start():
     assert [d.action for d in after_plan(36.9, [39.1, 35.0])] == ['confirming', 'accept']
     # clearly worse twice: back to the start
     assert [d.action for d in after_plan(36.9, [60.0, 58.0])] == ['confirming', 'revert']
+
+
+def test_a_change_that_stops_delivery_is_reverted_on_its_first_window():
+    """Nothing (or under half the frames) delivered after a change is no spike: reverted without waiting
+    for a second window (the tuner reports such a window only after 3 x max_window_s of silence)."""
+    knobs = [Knob('max_batch_size', (1, 2, 4, 8), KnobKind.TRADE)]
+    ctl = RealtimeController(Requirements(max_latency_ms=33.0), knobs, cooldown_s=0.0, settle_s=0.0,
+                             confirm_windows=3)
+    start = {'max_batch_size': 1}
+    t = 0.0
+    d = ctl.step(t, PipelineState(config=start, fps=240.0, latency_p99_ms=40.0))
+    while d.action != 'change' and t < 10.0:  # settling, then 3 windows over budget confirm the gap
+        t += 1.0
+        d = ctl.step(t, PipelineState(config=start, fps=240.0, latency_p99_ms=40.0))
+    assert d.action == 'change' and d.change.new == {'max_batch_size': 2}
+    ctl.applied(t, d.change)
+    silent = PipelineState(config={**start, **d.change.new}, fps=0.0, latency_p99_ms=1e6)
+    assert ctl.step(t + 1.0, silent).action == 'revert'

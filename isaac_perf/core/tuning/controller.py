@@ -394,7 +394,10 @@ class RealtimeController:
         probe.windows.append(state)
         pooled = _pooled(probe.windows)
         ok, verdict = self._verdict(probe, pooled)
-        if not ok and len(probe.windows) < self.confirm_windows:
+        # delivery collapsed (under half the frames, or none: a setting that cannot keep up) needs no second
+        # opinion; a worse p99 alone might be one window's spike
+        collapsed = state.fps < 0.5 * base.fps if base.fps > 0 else False
+        if not ok and not collapsed and len(probe.windows) < self.confirm_windows:
             # one window's p99 is a handful of frames: a change is reverted only when `confirm_windows`
             # windows together say so (a spike right after a good change reverted the plan on the dev box)
             return self._decide('confirming', f'{probe.change.describe()}: p99 {state.latency_p99_ms:.1f} ms '
