@@ -175,6 +175,7 @@ class Observer:
         n.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag,
                               QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
         self._clients: dict[str, Any] = {}
+        self.on_unanswered: Any = None  # called with the node's name when a parameter request times out
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self._spin, daemon=True, name='observer')
@@ -252,6 +253,8 @@ class Observer:
         future = client.call_async(request)
         while not future.done():
             if time.monotonic() > deadline:
+                if self.on_unanswered is not None:
+                    self.on_unanswered(node)
                 return f'{node} did not answer within {timeout_s:g} s'
             time.sleep(0.01)
         reasons = [r.reason for r in future.result().results if not r.successful]
@@ -453,6 +456,19 @@ def best_window(obs: Observer, start_ns: int, end_ns: int, length_s: float, budg
     return best
 
 
+def dump_stacks(group: Any, logs: Path, name: str) -> None:
+    """Every thread's Python stack of process `name` (py-spy dump) into the logs, once per call: the
+    stream_batcher that stopped answering on the H200 (2026-12-04) left no trace of where it was stuck."""
+    spy, proc = LP.py_spy_command(), group.procs.get(name)
+    if spy is None or proc is None or proc.poll() is not None:
+        return
+    path = logs / f'{name}_unanswered_{time.strftime("%H%M%S")}.txt'
+    with open(path, 'w') as out:
+        subprocess.run([spy, 'dump', '-p', str(proc.pid)], stdout=out, stderr=subprocess.STDOUT,
+                       timeout=30, check=False)
+    print(f'{name} did not answer a parameter request: its stacks are in {path}', flush=True)
+
+
 def profile_batcher(group: Any, logs: Path, seconds: float, tag: str) -> None:
     """py-spy on stream_batcher (2 s after the tuner starts): `seconds` with --gil (who holds it), then
     `seconds` of every busy thread; collapsed stacks, one line per stack with its sample count."""
@@ -536,6 +552,7 @@ def run(args: argparse.Namespace, logs: Path) -> dict[str, Any]:
                            'dds': args.dds, 'machine': LP.machine(), 'settings': vars(args),
                            'date': time.strftime('%Y-%m-%d %H:%M:%S %Z')}
     group = LP.Group(env, logs)
+    obs.on_unanswered = lambda node: dump_stacks(group, logs, node.strip('/'))
     phases = []
     try:
         start = time.monotonic()
