@@ -323,7 +323,9 @@ class StreamBatcher(Node):
             if not sched.has_capacity():
                 self._publish(self.pipeline.wait())  # every lane busy: wait for the oldest batch
                 return
-            timeout = 0.0005  # batches in flight: look again soon
+            # batches in flight: look again soon, at once if a batch is already due (a lane is free)
+            deadline = self.batcher.next_deadline_ns()
+            timeout = 0.0005 if deadline is None else min(0.0005, max(0.0, (deadline - now) / 1e9))
         else:
             deadline = self.batcher.next_deadline_ns()
             timeout = 0.5 if deadline is None else max(0.0, (deadline - now) / 1e9)

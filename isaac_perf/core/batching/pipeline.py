@@ -101,7 +101,13 @@ class MultiStreamPipeline:
         return results
 
     def dispatch(self, now_ns: int) -> int:
-        """Send due batches while a lane has room; returns how many were sent."""
+        """Send due batches while a lane has room, until one finishes; returns how many were sent.
+
+        It stops at the first finished batch so the caller can hand its results on: on a synchronous
+        runtime (the CPU) every batch has finished when submit returns and the lanes are always free, so
+        with frames arriving faster than the engine runs, "while a lane has room" never ended and no
+        result was ever published.
+        """
         sent = 0
         if self.scheduler is None:
             return 0
@@ -113,6 +119,10 @@ class MultiStreamPipeline:
                 break
             self._submit(batch)
             sent += 1
+            finished = self.scheduler.poll()
+            if finished:
+                self._absorb(finished)
+                break
         return sent
 
     def _submit(self, batch: Batch) -> None:
