@@ -312,3 +312,24 @@ def test_a_change_that_stops_delivery_is_reverted_on_its_first_window():
     ctl.applied(t, d.change)
     silent = PipelineState(config={**start, **d.change.new}, fps=0.0, latency_p99_ms=1e6)
     assert ctl.step(t + 1.0, silent).action == 'revert'
+
+
+def test_no_throughput_probes_while_every_offered_frame_is_delivered():
+    """Within budget with room, the loop explores for throughput only while some offered frames are not
+    delivered: at the offered rate each probe can only risk the budget (on the dev box batch, stream and
+    delay probes at 240 of 240 FPS were all reverted, and their windows spiked p99)."""
+    knobs = [Knob('max_batch_size', (4, 8, 16), KnobKind.TRADE), Knob('num_streams', (1, 2), KnobKind.TRADE)]
+    cfg = {'max_batch_size': 8, 'num_streams': 1}
+
+    def first_move(offered):
+        ctl = RealtimeController(Requirements(max_latency_ms=33.0), knobs, cooldown_s=0.0, settle_s=0.0)
+        actions = [ctl.step(float(t), PipelineState(config=cfg, fps=240.0, latency_p99_ms=20.0,
+                                                     offered_fps=offered)) for t in range(3)]
+        return actions[1]
+
+    kept_up = first_move(offered=241.0)
+    assert kept_up.action == 'converged' and 'delivering the offered 241.0 FPS' in kept_up.reason
+    behind = first_move(offered=300.0)  # 60 FPS offered and not delivered: worth a probe
+    assert behind.action == 'change' and behind.change is not None
+    unknown = first_move(offered=math.nan)  # no offered rate (metrics windows): explores as before
+    assert unknown.action == 'change'

@@ -429,7 +429,7 @@ class QosTuner(Node):
             p99 = stats.p99_ms
         return end / 1e9, PipelineState(config=dict(self._config), fps=stats.fps, latency_p99_ms=p99,
                                         latency_p50_ms=stats.p50_ms, cameras=self._cameras,
-                                        mean_batch=stats.mean_batch,
+                                        mean_batch=stats.mean_batch, offered_fps=self._received_rate,
                                         messages_lost=self.qos_events.take_new('message_lost'))
 
     def _field(self, name: str) -> float:

@@ -312,8 +312,9 @@ class RealtimeController:
             if self.objective == 'latency':
                 purpose = 'latency'
             else:
-                # hysteresis: look for more throughput only with headroom under the budget
-                purpose = 'explore' if roomy else 'tidy'
+                # hysteresis: look for more throughput only with headroom under the budget, and only while
+                # some offered frames are not delivered (each such probe risks the budget for nothing)
+                purpose = 'explore' if roomy and not state.keeping_up else 'tidy'
         since = now_s - max(self._changed_at, self._proposed_at)
         if since < self.cooldown_s:
             return self._decide('cooldown', f'{self.cooldown_s - since:.1f} s of cooldown left', now_s, state)
@@ -362,7 +363,10 @@ class RealtimeController:
             return self._decide('hold', 'budget reported impossible; holding the best setting', now_s, state)
         if self.status != 'converged':
             self.status = 'converged'
-            if purpose == 'tidy':
+            if purpose == 'tidy' and state.keeping_up:
+                why = (f'within budget and delivering the offered {state.offered_fps:.1f} FPS: no throughput '
+                       'to gain')
+            elif purpose == 'tidy':
                 why = f'within budget with less than {self.headroom:.0%} headroom: not exploring further'
             else:
                 why = f'no untried change can improve {self.objective} within the budget'

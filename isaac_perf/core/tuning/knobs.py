@@ -2,6 +2,7 @@
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -42,6 +43,13 @@ class PipelineState:
     mean_batch: float = NAN  # frames per batch actually sent
     dropped_per_s: float = 0.0
     messages_lost: int = 0
+    offered_fps: float = NAN  # frames/s reaching the target (its receive rate), where known
+
+    @property
+    def keeping_up(self) -> bool:
+        """Every offered frame delivered (within 3 %, none dropped): no throughput left to gain."""
+        return (math.isfinite(self.offered_fps) and self.offered_fps > 0 and self.dropped_per_s == 0
+                and self.fps >= 0.97 * self.offered_fps)
 
     @classmethod
     def from_measurement(cls, config: Mapping[str, Value], m: Measurement, **extra: Any) -> PipelineState:
