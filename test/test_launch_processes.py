@@ -9,6 +9,7 @@ every process with exit code 0 and no error line.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -92,6 +93,31 @@ def stop_nodes(procs: dict[str, subprocess.Popen], pgid: int, folder: Path) -> d
     return out
 
 
+@contextlib.contextmanager
+def running(nodes: list[pipeline_graph.LaunchedNode], folder: Path):
+    """The nodes as processes of one group; a test that fails before stopping them SIGKILLs the group."""
+    procs, pgid = start_nodes(nodes, folder)
+    try:
+        yield procs, pgid
+    finally:
+        if any(proc.poll() is None for proc in procs.values()):
+            os.killpg(pgid, signal.SIGKILL)
+        for proc in procs.values():
+            proc.wait()
+            proc.log.close()
+
+
+def stop_cleanly(executor, watcher: Node, procs: dict[str, subprocess.Popen], pgid: int, folder: Path
+                 ) -> None:
+    """The test's own node down first, then SIGINT to the group: every process exits 0 with no error line."""
+    executor.remove_node(watcher)
+    watcher.destroy_node()
+    executor.shutdown()
+    exits = stop_nodes(procs, pgid, folder)
+    bad = {name: (code, errors[:3]) for name, (code, errors) in exits.items() if code != 0 or errors}
+    assert not bad, f'unclean shutdown on SIGINT: {bad}'
+
+
 class Watcher(Node):
     """Records the camera stamps published and the (stamp, camera) of every stage report."""
 
@@ -128,9 +154,7 @@ def model(tmp_path_factory):
 
 @pytest.mark.parametrize('worker', ['inference_node', 'stream_batcher'])
 def test_separate_processes_deliver_every_frame_and_stop_cleanly(worker, model, ros_context, tmp_path):
-    procs, pgid = start_nodes(launched(worker, model), tmp_path)
-    stopped = False
-    try:
+    with running(launched(worker, model), tmp_path) as (procs, pgid):
         watcher = Watcher(ros_context, worker)
         executor = SingleThreadedExecutor(context=ros_context)
         executor.add_node(watcher)
@@ -161,64 +185,31 @@ def test_separate_processes_deliver_every_frame_and_stop_cleanly(worker, model, 
             expected = Counter(s for s, _ in window)
             missing = sorted(s for s, n in expected.items() if per_stamp[s] < n)
         assert not missing, f'{len(missing)} of {len(window)} frames had no result: {missing[:5]}'
-        executor.remove_node(watcher)
-        watcher.destroy_node()
-        executor.shutdown()
-        stopped = True
-        exits = stop_nodes(procs, pgid, tmp_path)
-    finally:
-        if not stopped:
-            os.killpg(pgid, signal.SIGKILL)
-            for proc in procs.values():
-                proc.wait()
-                proc.log.close()
-    bad = {name: (code, errors[:3]) for name, (code, errors) in exits.items() if code != 0 or errors}
-    assert not bad, f'unclean shutdown on SIGINT: {bad}'
+        stop_cleanly(executor, watcher, procs, pgid, tmp_path)
 
 
 def test_stream_batcher_process_keeps_answering_and_delivering_through_reliability_flips(model, ros_context,
-                                                                                         tmp_path):
+                                                                                         tmp_path, spin):
     """Each input_reliability change recreates every camera subscription. On the GPU machine (plain DDS
     Images, 2026-12-04) a stream_batcher once stopped answering after the tuner's third flip; here 20 flips
     through its parameter service, as the tuner and the sweep make them: each is answered and accepted, and
     results follow each within seconds; then SIGINT ends every process cleanly."""
     from rcl_interfaces.srv import SetParameters
     from rclpy.parameter import Parameter
-    procs, pgid = start_nodes(launched('stream_batcher', model), tmp_path)
-    stopped = False
-    try:
+    with running(launched('stream_batcher', model), tmp_path) as (procs, pgid):
         watcher = Watcher(ros_context, 'stream_batcher')
         client = watcher.create_client(SetParameters, '/stream_batcher/set_parameters')
         executor = SingleThreadedExecutor(context=ros_context)
         executor.add_node(watcher)
-
-        def spin_until(done, seconds):
-            deadline = time.monotonic() + seconds
-            while not done() and time.monotonic() < deadline:
-                executor.spin_once(timeout_sec=0.05)
-            return done()
-
-        assert spin_until(lambda: len(watcher.reports) >= 5, 60.0), f'no result in 60 s; logs in {tmp_path}'
+        assert spin(executor, lambda: len(watcher.reports) >= 5, 60.0), f'no result in 60 s ({tmp_path})'
         for i in range(20):
             value = 'best_effort' if i % 2 == 0 else 'reliable'
             request = SetParameters.Request(parameters=[
                 Parameter('input_reliability', value=value).to_parameter_msg()])
             future = client.call_async(request)
-            assert spin_until(future.done, 10.0), f'flip {i} to {value}: no answer in 10 s (logs: {tmp_path})'
+            assert spin(executor, future.done, 10.0), f'flip {i} to {value}: no answer in 10 s ({tmp_path})'
             assert future.result().results[0].successful, future.result().results[0].reason
             before = len(watcher.reports)
-            assert spin_until(lambda b=before: len(watcher.reports) >= b + CAMERAS, 10.0), \
+            assert spin(executor, lambda b=before: len(watcher.reports) >= b + CAMERAS, 10.0), \
                 f'flip {i} to {value}: no result within 10 s after it; logs in {tmp_path}'
-        executor.remove_node(watcher)
-        watcher.destroy_node()
-        executor.shutdown()
-        stopped = True
-        exits = stop_nodes(procs, pgid, tmp_path)
-    finally:
-        if not stopped:
-            os.killpg(pgid, signal.SIGKILL)
-            for proc in procs.values():
-                proc.wait()
-                proc.log.close()
-    bad = {name: (code, errors[:3]) for name, (code, errors) in exits.items() if code != 0 or errors}
-    assert not bad, f'unclean shutdown on SIGINT: {bad}'
+        stop_cleanly(executor, watcher, procs, pgid, tmp_path)

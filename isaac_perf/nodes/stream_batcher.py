@@ -318,17 +318,16 @@ class StreamBatcher(Node):
 
     def _idle(self) -> None:
         sched = self.pipeline.scheduler
-        now = time.perf_counter_ns()
+        deadline = self.batcher.next_deadline_ns()
+        due_s = None if deadline is None else max(0.0, (deadline - time.perf_counter_ns()) / 1e9)
         if sched is not None and sched.in_flight:
             if not sched.has_capacity():
                 self._publish(self.pipeline.wait())  # every lane busy: wait for the oldest batch
                 return
             # batches in flight: look again soon, at once if a batch is already due (a lane is free)
-            deadline = self.batcher.next_deadline_ns()
-            timeout = 0.0005 if deadline is None else min(0.0005, max(0.0, (deadline - now) / 1e9))
+            timeout = 0.0005 if due_s is None else min(0.0005, due_s)
         else:
-            deadline = self.batcher.next_deadline_ns()
-            timeout = 0.5 if deadline is None else max(0.0, (deadline - now) / 1e9)
+            timeout = 0.5 if due_s is None else due_s
             if sched is None:
                 timeout = min(timeout, 0.05)
         if timeout > 0:

@@ -172,8 +172,7 @@ class TopicWatch:
         # receiving 235 of 3,800 msgs/s). Losses are counted from the sequence numbers instead;
         # `GreenwaveStream.note_message_lost` stays for a middleware where the event behaves.
         if self.mode == 'poll':
-            self.subscription = self.sub_node.create_subscription(self._msg_class, self.topic, _never_called,
-                                                                  qos, raw=True)
+            self.subscription = polled_subscription(self.sub_node, self._msg_class, self.topic, qos, raw=True)
         else:
             self.subscription = self.node.create_subscription(
                 self._msg_class, self.topic, self._on_message, qos, callback_group=self.callback_group,
@@ -192,28 +191,19 @@ class TopicWatch:
         sub = self.subscription
         if sub is None or self.mode != 'poll':
             return 0
-        handle, msg_type = sub.handle, sub.msg_type
         record, greenwave, size_of = self.stats.record, self.greenwave.record, self._size_of
         header = self.has_header
         taken = 0
-        with handle:
-            while taken < limit:
-                got = handle.take_message(msg_type, True)
-                if got is None:
-                    break
-                if type(got) is tuple:      # (bytes, message info)
-                    data, info = got
-                    received = info.get('received_timestamp') or self.clock_ns()
-                    seq = info.get('publication_sequence_number')   # absent before Jazzy
-                    gid = info.get('publisher_gid')
-                    source = gid['data'] if gid else None
-                    written = info.get('source_timestamp')
-                else:                       # bytes only
-                    data, received, seq, source, written = got, self.clock_ns(), None, None, None
-                stamp = header_stamp_ns(data) if header else None
-                record(received, size_of(data), stamp)
-                greenwave(received, stamp, seq, source, written)
-                taken += 1
+        for data, info in take_queued(sub, raw=True, limit=limit):
+            received = info.get('received_timestamp') or self.clock_ns()
+            seq = info.get('publication_sequence_number')   # absent before Jazzy
+            gid = info.get('publisher_gid')
+            source = gid['data'] if gid else None
+            written = info.get('source_timestamp')
+            stamp = header_stamp_ns(data) if header else None
+            record(received, size_of(data), stamp)
+            greenwave(received, stamp, seq, source, written)
+            taken += 1
         return taken
 
     def publisher_count(self) -> int:
